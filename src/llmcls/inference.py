@@ -1,0 +1,46 @@
+"""Batched class-probability prediction: longest-first batches, dynamic padding, inference mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from llmcls.devices import autocast_dtype
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch (not to max_length)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def predict_proba(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Class probabilities in input order. Sorting by length (longest first, so memory peaks at once)
+    keeps padding near zero; the order is restored before returning."""
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    dtype = autocast_dtype(precision)
+    out: list[np.ndarray] = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for start in range(0, len(order), batch_size):
+            batch = pad_batch([sequences[i] for i in order[start : start + batch_size]], pad_id)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    probs = np.concatenate(out) if out else np.zeros((0, 0))
+    restored = np.empty_like(probs)
+    restored[order] = probs
+    return restored

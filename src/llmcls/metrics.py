@@ -1,0 +1,52 @@
+"""Classification metrics shared by validation during training and the evaluate stage (scikit-learn)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss, precision_recall_fscore_support
+
+# Whether a larger value is better, for choosing the best checkpoint.
+GREATER_IS_BETTER = {"accuracy": True, "f1_macro": True, "log_loss": False}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def summary_metrics(y_true: Sequence[int], probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro precision / recall / F1 and log loss of class probabilities ``probs`` (n x classes)."""
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=-1)
+    classes = list(range(probs.shape[1]))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(precision),
+        "recall_macro": float(recall),
+        "f1_macro": float(f1),
+        "log_loss": float(log_loss(y_true, probs, labels=classes)),
+    }
+
+
+def full_report(y_true: Sequence[int], probs: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Summary metrics plus the per-class report and the confusion matrix (rows: true, columns: predicted)."""
+    y_pred = probs.argmax(axis=-1)
+    classes = list(range(len(names)))
+    report = classification_report(
+        y_true, y_pred, labels=classes, target_names=list(names), output_dict=True, zero_division=0
+    )
+    per_class = {
+        name: {k: float(v) for k, v in report[name].items()} for name in names
+    }
+    return summary_metrics(y_true, probs) | {
+        "n": int(len(y_true)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+    }

@@ -1,0 +1,73 @@
+"""Write outputs all-or-nothing, so a failed stage never leaves a half-written file or folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder that replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    os.replace(tmp, target)
+
+
+@contextmanager
+def staged_file(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.chmod(0o644)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write pretty, key-sorted JSON atomically."""
+    with staged_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a CSV atomically."""
+    with staged_file(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def remove(*paths: str | Path) -> None:
+    """Delete outputs left by an earlier run, so a failure cannot leave stale ones behind."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,274 @@
+"""params.yaml, loaded once into typed, frozen dataclasses that validate themselves.
+
+Every setting lives in params.yaml; these classes hold no defaults of their own, so a missing key is an
+error rather than a silent second default. All problems in the file are reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmcls.errors import LlmclsError, fail_on
+
+FINE_TUNING_MODES = ("lora", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SOURCES = ("local", "package", "hub", "kaggle")
+
+
+class SectionError(Exception):
+    """Problems found by one section's ``__post_init__``; the loader prefixes them with the key path."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise SectionError(problems)
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    local_dir: str
+    sources: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sources if s not in SOURCES]
+        _check([f"sources: unknown {bad}, choose from {list(SOURCES)}"] if bad or not self.sources else [])
+
+
+@dataclass(frozen=True)
+class CustomParams:
+    """The ``custom`` dataset: any tabular file with configurable columns."""
+
+    train_path: str | None
+    test_path: str | None
+    text_columns: tuple[str, ...]
+    label_column: str
+    id_column: str | None
+
+    def __post_init__(self) -> None:
+        _check(["text_columns: name at least one column"] if not self.text_columns else [])
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    prompt_wrapping: bool
+    template: str
+    max_length: int
+    truncation_side: str
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.prompt_wrapping and "{text}" not in self.template:
+            problems.append("template: must contain the {text} placeholder")
+        if self.max_length < 16:
+            problems.append(f"max_length: {self.max_length} is too small (>= 16)")
+        if self.truncation_side not in ("right", "left"):
+            problems.append(f"truncation_side: {self.truncation_side!r} is not 'right' or 'left'")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    val_fraction: float
+    test_fraction: float
+    train_size: int | None
+    class_quota: int | dict[str, int] | None
+    seed: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0 < value < 1:
+                problems.append(f"{key}: {value} must be between 0 and 1 (exclusive)")
+        if self.train_size is not None and self.train_size < 2:
+            problems.append(f"train_size: {self.train_size} must be >= 2 or null for all rows")
+        quotas = self.class_quota.values() if isinstance(self.class_quota, dict) else [self.class_quota]
+        if any(q is not None and (not isinstance(q, int) or q < 1) for q in quotas):
+            problems.append(f"class_quota: {self.class_quota} must be a positive int or a mapping label -> int")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...] | str
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.r < 1:
+            problems.append(f"r: {self.r} must be >= 1")
+        if self.alpha < 1:
+            problems.append(f"alpha: {self.alpha} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout: {self.dropout} must be in [0, 1)")
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            problems.append(f"target_modules: {self.target_modules!r} must be a list or 'all-linear'")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    mode: str
+    seed: int
+    epochs: float
+    max_steps: int
+    learning_rate: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    weight_decay: float
+    warmup_ratio: float
+    lr_scheduler: str
+    max_grad_norm: float
+    eval_steps: int
+    metric_for_best: str
+    group_by_length: bool
+    precision: str
+    lora: LoraParams
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in FINE_TUNING_MODES:
+            problems.append(f"mode: {self.mode!r} is not one of {list(FINE_TUNING_MODES)}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate: {self.learning_rate} must be > 0")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("epochs / max_steps: set epochs > 0 or max_steps > 0")
+        for key in ("batch_size", "gradient_accumulation_steps", "eval_steps"):
+            if getattr(self, key) < 1:
+                problems.append(f"{key}: {getattr(self, key)} must be >= 1")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            problems.append("weight_decay / max_grad_norm: must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
+        if self.lr_scheduler not in ("linear", "cosine", "constant", "constant_with_warmup"):
+            problems.append(f"lr_scheduler: {self.lr_scheduler!r} is not linear, cosine, constant(_with_warmup)")
+        if self.metric_for_best not in ("accuracy", "f1_macro", "log_loss"):
+            problems.append(f"metric_for_best: {self.metric_for_best!r} is not accuracy, f1_macro or log_loss")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _check([f"batch_size: {self.batch_size} must be >= 1"] if self.batch_size < 1 else [])
+
+
+@dataclass(frozen=True)
+class Params:
+    dataset: str
+    model: str
+    fetch: FetchParams
+    custom: CustomParams
+    preprocess: PreprocessParams
+    split: SplitParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    def __post_init__(self) -> None:
+        _check(choice_problems(self.dataset, self.model, self.custom.train_path))
+
+
+def choice_problems(dataset: Any, model: Any, custom_train_path: Any) -> list[str]:
+    """Problems with the top-level choices: the dataset and model names."""
+    from llmcls.catalog import dataset_names, model_problem
+
+    problems = []
+    if dataset not in dataset_names():
+        problems.append(f"dataset: unknown {dataset!r}, choose from {dataset_names()}")
+    if dataset == "custom" and not custom_train_path:
+        problems.append("custom.train_path: required when dataset is 'custom'")
+    if isinstance(model, str) and (problem := model_problem(model)):
+        problems.append(f"model: {problem}")
+    return problems
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a (simple) type hint; bools are not ints, ints are floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(v, typing.get_args(hint)[1]) for v in value.values())
+    return isinstance(value, hint)
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from a mapping, appending every problem (with its key path) to ``problems``."""
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {data!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    problems.extend(f"{prefix}{k}: unknown key" for k in data if k not in fields)
+    kwargs: dict[str, Any] = {}
+    for name in fields:
+        key = f"{prefix}{name}"
+        if name not in data:
+            problems.append(f"{key}: missing")
+            continue
+        hint, value = hints[name], data[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{key}.", problems)
+        elif _type_ok(value, hint):
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+        else:
+            problems.append(f"{key}: {value!r} is not of type {getattr(hint, '__name__', hint)}")
+    if len(kwargs) < len(fields) or any(v is None and dataclasses.is_dataclass(hints[k]) for k, v in kwargs.items()):
+        return None
+    if isinstance(kwargs.get("class_quota"), dict):
+        kwargs["class_quota"] = {str(k): v for k, v in kwargs["class_quota"].items()}
+    try:
+        return cls(**kwargs)
+    except SectionError as err:
+        problems.extend(f"{prefix}{p}" for p in err.problems)
+        return None
+
+
+def parse_params(data: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise one LlmclsError that lists every problem."""
+    problems: list[str] = []
+    params = _build(Params, data, "", problems)
+    if params is None and isinstance(data, dict):
+        # A section failed, so Params.__post_init__ never ran: still report bad top-level choices.
+        custom = data.get("custom")
+        train_path = custom.get("train_path") if isinstance(custom, dict) else None
+        problems.extend(p for p in choice_problems(data.get("dataset"), data.get("model"), train_path) if p not in problems)
+    fail_on(problems, f"{source} is invalid")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (the one place settings come from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlmclsError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise LlmclsError(f"{path}: not valid YAML: {err}") from err
+    return parse_params(data, str(path))

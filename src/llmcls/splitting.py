@@ -1,0 +1,75 @@
+"""The split stage's logic: stratified test (when missing), few-shot sampling, class quotas, validation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from llmcls.errors import LlmclsError
+from llmcls.outputs import staged_dir, write_json
+from llmcls.params import SplitParams
+
+
+def stratified_split(frame: pd.DataFrame, size: float | int, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off ``size`` rows (fraction or count) with the class mix kept; returns (rest, taken)."""
+    try:
+        rest, taken = train_test_split(frame, test_size=size, random_state=seed, stratify=frame["label"])
+    except ValueError as err:
+        counts = frame["label"].value_counts().to_dict()
+        raise LlmclsError(f"{what}: cannot stratify {len(frame)} rows with class counts {counts}: {err}") from err
+    return rest.sort_index(), taken.sort_index()
+
+
+def apply_quota(frame: pd.DataFrame, quota: int | dict[str, int] | None, seed: int) -> pd.DataFrame:
+    """Keep at most ``quota`` rows per class (an int for all, or per label), sampled with ``seed``."""
+    if quota is None:
+        return frame
+    if isinstance(quota, dict):
+        unknown = sorted(set(quota) - set(frame["label"]))
+        if unknown:
+            raise LlmclsError(f"split.class_quota: labels {unknown} are not in the data ({sorted(set(frame['label']))})")
+    parts = []
+    for label, group in frame.groupby("label", sort=True):
+        cap = quota.get(label, len(group)) if isinstance(quota, dict) else quota
+        parts.append(group.sample(n=min(cap, len(group)), random_state=seed))
+    return pd.concat(parts).sort_index()
+
+
+def make_splits(
+    train: pd.DataFrame, test: pd.DataFrame | None, params: SplitParams
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Return train / val / test frames and a record of how they were made."""
+    record: dict[str, Any] = {"test_carved": test is None, "seed": params.seed}
+    if test is None:
+        # The dataset has no test split of its own: carve one first, so it never overlaps training data.
+        train, test = stratified_split(train, params.test_fraction, params.seed, "carving the test split")
+    pool = apply_quota(train, params.class_quota, params.seed)
+    if params.train_size is not None and params.train_size < len(pool):
+        _, pool = stratified_split(pool, params.train_size, params.seed, f"sampling split.train_size={params.train_size}")
+    fit, val = stratified_split(pool, params.val_fraction, params.seed, "taking the validation split")
+    splits = {"train": fit, "val": val, "test": test}
+    record["rows"] = {name: len(frame) for name, frame in splits.items()}
+    record["class_counts"] = {
+        name: {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}
+        for name, frame in splits.items()
+        if frame["label"].notna().all()
+    }
+    return splits, record
+
+
+def split_dataset(processed_dir: Path, params: SplitParams, out_dir: Path) -> dict[str, Any]:
+    """Write train / val / test parquet files, labels.json and split.json (what was done) to ``out_dir``."""
+    train = pd.read_parquet(processed_dir / "train.parquet")
+    test_path = processed_dir / "test.parquet"
+    test = pd.read_parquet(test_path) if test_path.is_file() else None
+    splits, record = make_splits(train, test, params)
+    with staged_dir(out_dir) as tmp:
+        for name, frame in splits.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        shutil.copy2(processed_dir / "labels.json", tmp / "labels.json")
+        write_json(tmp / "split.json", record)
+    return record

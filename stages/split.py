@@ -1,0 +1,29 @@
+"""dvc repro split — stratified train / validation split, few-shot sampling, the test split kept untouched.
+
+When the dataset has no test split, a stratified one (`split.test_fraction`) is carved first and recorded in
+split.json; `split.train_size` and `split.class_quota` shape the training pool before validation is taken.
+"""
+
+from pathlib import Path
+
+import click
+
+from llmcls.params import load_params
+from llmcls.splitting import split_dataset
+from llmcls.stage import params_option, stage
+
+
+@click.command()
+@params_option
+@click.option("--processed", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@stage
+def main(params_path: str, processed: Path, out: Path) -> None:
+    params = load_params(params_path)
+    record = split_dataset(processed, params.split, out)
+    carved = " (test carved from train)" if record["test_carved"] else ""
+    click.echo(f"split: {record['rows']}{carved} -> {out}")
+
+
+if __name__ == "__main__":
+    main()

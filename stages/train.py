@@ -1,0 +1,33 @@
+"""dvc repro train — fine-tune the base model as a classifier (LoRA or full), keep the best checkpoint.
+
+Run by dvc.yaml under `accelerate launch`, so the same command trains on one CPU or many GPUs. Writes the
+adapter or weights with label2id / id2label and the resolved config, and DVCLive loss / accuracy curves.
+"""
+
+from pathlib import Path
+
+import click
+
+from llmcls.params import load_params
+from llmcls.stage import params_option, stage
+from llmcls.training import train_classifier
+
+PathDir = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command()
+@params_option
+@click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder")
+@click.option("--base", type=PathDir, required=True, help="base model folder")
+@click.option("--out", type=PathDir, required=True, help="classifier output folder")
+@click.option("--live", type=PathDir, required=True, help="DVCLive folder for training curves")
+@click.option("--checkpoints", type=PathDir, required=True, help="checkpoint folder (kept for resuming)")
+@stage
+def main(params_path: str, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path) -> None:
+    params = load_params(params_path)
+    summary = train_classifier(params, split_dir, base, out, live, checkpoints)
+    click.echo(f"train: {summary}")
+
+
+if __name__ == "__main__":
+    main()
