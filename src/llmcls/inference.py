@@ -16,7 +16,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torc
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        ids[row, : len(seq)] = torch.tensor(np.asarray(seq), dtype=torch.long)
         mask[row, : len(seq)] = 1
     return {"input_ids": ids, "attention_mask": mask}
 

@@ -48,9 +48,14 @@ def make_splits(
         # The dataset has no test split of its own: carve one first, so it never overlaps training data.
         train, test = stratified_split(train, params.test_fraction, params.seed, "carving the test split")
     pool = apply_quota(train, params.class_quota, params.seed)
-    if params.train_size is not None and params.train_size < len(pool):
-        _, pool = stratified_split(pool, params.train_size, params.seed, f"sampling split.train_size={params.train_size}")
-    fit, val = stratified_split(pool, params.val_fraction, params.seed, "taking the validation split")
+    val_size: float | int = params.val_fraction
+    if params.train_size is not None:
+        # train_size counts the rows trained on; validation is val_fraction of the sampled pool on top.
+        pool_size = round(params.train_size / (1 - params.val_fraction))
+        if pool_size < len(pool):
+            _, pool = stratified_split(pool, pool_size, params.seed, f"sampling split.train_size={params.train_size}")
+            val_size = pool_size - params.train_size
+    fit, val = stratified_split(pool, val_size, params.seed, "taking the validation split")
     splits = {"train": fit, "val": val, "test": test}
     record["rows"] = {name: len(frame) for name, frame in splits.items()}
     record["class_counts"] = {

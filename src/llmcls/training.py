@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 from llmcls.base_model import load_tokenizer
-from llmcls.devices import resolve_precision
+from llmcls.devices import resolve_precision, use_all_cpu_cores
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
 from llmcls.modeling import build_classifier, save_classifier
 from llmcls.outputs import read_json, remove, write_json
@@ -132,6 +133,7 @@ def train_classifier(
     stamp = fingerprint(params, split_dir, base_dir)
     resume = resumable_checkpoint(checkpoint_dir, stamp)
     args = training_arguments(params, checkpoint_dir, precision)
+    use_all_cpu_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     live = None
     if args.process_index == 0:
         from dvclive import Live

@@ -1,0 +1,143 @@
+"""Shared fixtures: a tiny randomly initialised Llama with a tiny trained tokenizer, and tiny datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+BIN = str(Path(sys.executable).parent)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["a great and moving film", "wonderful acting and a sharp script", "i loved every minute of it",
+            "funny , warm and smart", "a delight from start to finish", "brilliant and beautifully shot"]
+NEGATIVE = ["a dull and tedious mess", "the plot makes no sense at all", "i was bored the whole time",
+            "awful dialogue and flat acting", "a waste of two hours", "clumsy , loud and empty"]
+
+
+def sentiment_frame(n_per_class: int = 30) -> pd.DataFrame:
+    """A small separable two-class table: column `sentence`, label 0/1 (SST-2's raw layout)."""
+    rows = []
+    for i in range(n_per_class):
+        rows.append((f"{POSITIVE[i % len(POSITIVE)]} number {i}", 1))
+        rows.append((f"{NEGATIVE[i % len(NEGATIVE)]} number {i}", 0))
+    return pd.DataFrame(rows, columns=["sentence", "label"])
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """Save a 2-layer Llama (random weights) and a byte-level BPE tokenizer trained on a tiny corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = POSITIVE + NEGATIVE + ["Please carefully read the following reference text and determine categories answer"]
+    tokenizer.train_from_iterator(corpus * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(
+        vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model materialised the way fetch_model does it (a local-folder copy)."""
+    from llmcls.base_model import materialize
+    from llmcls.catalog import model_spec
+
+    out = tmp_path_factory.mktemp("base") / "base"
+    materialize(model_spec(str(tiny_model_dir)), ("local",), out)
+    return out
+
+
+def default_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """Write params.yaml from the committed one with dotted-key overrides (as `dvc exp run -S` would)."""
+    data = default_params()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def tiny_train_overrides(model_dir: Path) -> dict:
+    """Settings that train the tiny model in seconds."""
+    return {
+        "model": str(model_dir),
+        "preprocess.max_length": 128,
+        "train.max_steps": 6,
+        "train.eval_steps": 3,
+        "train.batch_size": 8,
+        "train.learning_rate": 0.01,
+        "train.precision": "fp32",
+        "train.lora.r": 4,
+        "evaluate.batch_size": 16,
+    }
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command with the test environment's bin folder (dvc, accelerate, python) first on PATH."""
+    full_env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]} | (env or {})
+    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """The project's tracked files copied into a fresh git repo (as a clone would have them)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    dest = tmp_path / "project"
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    for path in (dest / "metrics").glob("*"):  # committed results of the default run are not this run's
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], dest)
+    run(["git", "config", "user.email", "test@llmcls"], dest)
+    run(["git", "config", "user.name", "test"], dest)
+    return dest
+
+
+def commit_all(repo: Path, message: str = "test") -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)

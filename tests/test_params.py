@@ -1,0 +1,86 @@
+"""params.yaml loads into typed dataclasses; every problem in a bad file is reported in one error."""
+
+import pytest
+from conftest import ROOT, default_params
+
+from llmcls.errors import LlmclsError
+from llmcls.params import load_params, parse_params
+
+
+def test_committed_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.dataset == "sst2"
+    assert params.split.train_size == 2000
+    assert params.split.val_fraction == 0.15
+    assert params.train.mode == "lora"
+    assert params.train.lora.target_modules  # a tuple, frozen like the rest
+    with pytest.raises(AttributeError):
+        params.train.seed = 1  # frozen
+
+
+def _problems(**changes) -> str:
+    data = default_params()
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    with pytest.raises(LlmclsError) as err:
+        parse_params(data)
+    return str(err.value)
+
+
+def test_all_problems_reported_together():
+    message = _problems(**{"train.learning_rate": -1e-4, "split.val_fraction": 1.0, "train.mode": "qlorax"})
+    assert "train.learning_rate: -0.0001 must be > 0" in message
+    assert "split.val_fraction: 1.0 must be between 0 and 1" in message
+    assert "train.mode: 'qlorax' is not one of" in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"dataset": "sst3"}, "dataset: unknown 'sst3'"),
+        ({"model": "smollm3"}, "model: unknown model 'smollm3'"),
+        ({"split.val_fraction": 0.0}, "split.val_fraction: 0.0 must be between 0 and 1"),
+        ({"train.batch_size": 0}, "train.batch_size: 0 must be >= 1"),
+        ({"train.batch_size": "16"}, "train.batch_size: '16' is not of type int"),
+        ({"train.lora.r": 0}, "train.lora.r: 0 must be >= 1"),
+        ({"train.lora.target_modules": "attention"}, "train.lora.target_modules: 'attention' must be a list"),
+        ({"train.precision": "fp8"}, "train.precision: 'fp8' is not one of"),
+        ({"preprocess.template": "no placeholder"}, "preprocess.template: must contain the {text} placeholder"),
+        ({"split.class_quota": -3}, "split.class_quota: -3 must be a positive int"),
+        ({"train.learnign_rate": 0.1}, "train.learnign_rate: unknown key"),
+        ({"dataset": "custom"}, "custom.train_path: required when dataset is 'custom'"),
+    ],
+)
+def test_bad_value_names_its_key(changes, expected):
+    assert expected in _problems(**changes)
+
+
+def test_missing_key_and_bad_section_with_bad_dataset():
+    data = default_params()
+    del data["train"]["seed"]
+    data["dataset"] = "nope"
+    with pytest.raises(LlmclsError) as err:
+        parse_params(data)
+    assert "train.seed: missing" in str(err.value)
+    assert "dataset: unknown 'nope'" in str(err.value)  # reported although the train section failed
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(LlmclsError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(LlmclsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_hub_id_and_local_folder_are_models(tmp_path):
+    data = default_params()
+    data["model"] = "Qwen/Qwen3-1.7B"
+    assert parse_params(data).model == "Qwen/Qwen3-1.7B"
+    data["model"] = str(tmp_path)
+    assert parse_params(data).model == str(tmp_path)

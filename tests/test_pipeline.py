@@ -1,0 +1,91 @@
+"""End to end: the real `dvc repro` and `dvc exp run` in a fresh git repo, on a tiny configuration."""
+
+import json
+import time
+
+import pandas as pd
+import pytest
+from conftest import SHARED, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "submit"]
+
+
+@pytest.fixture
+def tiny_project(project_copy, tiny_model_dir):
+    """The project with a custom CSV dataset (a file the test writes) and the tiny model."""
+    data = sentiment_frame(30).rename(columns={"sentence": "review"})
+    data.to_csv(project_copy / "reviews.csv", index=False)
+    write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **{
+        "dataset": "custom", "custom.train_path": "reviews.csv", "custom.text_columns": ["review"],
+    })
+    commit_all(project_copy)
+    return project_copy
+
+
+def test_repro_then_noop_then_experiments(tiny_project):
+    first = run(["dvc", "repro"], tiny_project)
+    for name in STAGES:
+        assert f"Running stage '{name}'" in first.stdout
+    metrics = json.loads((tiny_project / "metrics" / "eval.json").read_text())
+    assert {"val", "test"} <= set(metrics) and 0 <= metrics["test"]["accuracy"] <= 1
+    assert {"accuracy", "f1_macro", "log_loss", "f1_per_class"} <= set(metrics["test"])
+    submission = pd.read_csv(tiny_project / "data" / "submission.csv")
+    assert list(submission.columns) == ["id", "0", "1"]
+    assert (tiny_project / "models" / "classifier" / "llmcls.json").is_file()
+
+    start = time.perf_counter()
+    again = run(["dvc", "repro"], tiny_project)
+    assert "Running stage" not in again.stdout
+    assert time.perf_counter() - start < 10  # the acceptance bound (3 s) is checked on the real run
+
+    run(["git", "add", "-A"], tiny_project)
+    run(["git", "commit", "-qm", "baseline"], tiny_project)
+    exp = run(["dvc", "exp", "run", "-S", "train.seed=42"], tiny_project)
+    assert "Running stage 'train'" in exp.stdout and "Running stage 'fetch'" not in exp.stdout
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_project).stdout)
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    assert experiments, shown
+    exp_data = experiments[0]["revs"][0]["data"]
+    assert exp_data["params"]["params.yaml"]["data"]["train"]["seed"] == 42
+    assert "accuracy" in exp_data["metrics"]["metrics/eval.json"]["data"]["test"]
+
+    diff = run(["dvc", "metrics", "diff", "--json"], tiny_project)
+    assert "metrics/eval.json" in json.loads(diff.stdout)
+    plots = run(["dvc", "plots", "diff", "--json"], tiny_project)
+    assert "Validation accuracy" in plots.stdout
+
+
+def test_queued_seed_sweep(tiny_project):
+    run(["dvc", "exp", "run", "-S", "train.seed=0,42", "--queue"], tiny_project)
+    run(["dvc", "queue", "start", "-j", "1"], tiny_project)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], tiny_project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_project).stdout)
+    seeds = sorted(
+        e["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"]
+        for commit in shown for e in (commit.get("experiments") or [])
+    )
+    assert seeds == [0, 42]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
+def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
+    write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **{
+        "dataset": "arena", "fetch.local_dir": str(SHARED), "preprocess.max_length": 256,
+    })
+    commit_all(project_copy)
+    run(["dvc", "repro"], project_copy)
+    submission = pd.read_csv(project_copy / "data" / "submission.csv")
+    expected = pd.read_csv(SHARED / "lmsys_arena" / "sample_submission.csv")
+    assert list(submission.columns) == list(expected.columns)
+    assert sorted(submission["id"]) == sorted(expected["id"])
+    assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-6
+    record = json.loads((project_copy / "data" / "raw" / "source.json").read_text())
+    assert record["source"] == "local"

@@ -1,0 +1,59 @@
+"""Stratified validation / test splits, few-shot sampling and class quotas."""
+
+import pandas as pd
+import pytest
+
+from llmcls.errors import LlmclsError
+from llmcls.params import SplitParams
+from llmcls.splitting import make_splits
+
+
+def frame(counts: dict[str, int]) -> pd.DataFrame:
+    labels = [label for label, n in counts.items() for _ in range(n)]
+    return pd.DataFrame({"id": [f"r{i}" for i in range(len(labels))], "label": labels})
+
+
+def params(**changes) -> SplitParams:
+    base = {"val_fraction": 0.15, "test_fraction": 0.2, "train_size": None, "class_quota": None, "seed": 0}
+    return SplitParams(**(base | changes))
+
+
+def test_validation_is_stratified_and_test_untouched():
+    test = frame({"a": 10, "b": 10})
+    splits, record = make_splits(frame({"a": 600, "b": 200}), test, params())
+    assert len(splits["val"]) == 120 and len(splits["train"]) == 680
+    assert splits["val"]["label"].value_counts().to_dict() == {"a": 90, "b": 30}
+    assert splits["test"] is test and not record["test_carved"]
+    assert not set(splits["val"]["id"]) & set(splits["train"]["id"])
+
+
+def test_train_size_samples_before_validation():
+    splits, record = make_splits(frame({"a": 3000, "b": 1000}), None, params(train_size=200))
+    assert record["test_carved"] and record["rows"] == {"train": 200, "val": 35, "test": 800}
+    assert splits["train"]["label"].value_counts().to_dict() == {"a": 150, "b": 50}
+    used = set(splits["train"]["id"]) | set(splits["val"]["id"])
+    assert not used & set(splits["test"]["id"])
+
+
+def test_same_seed_same_split_other_seed_differs():
+    data = frame({"a": 300, "b": 300})
+    first, _ = make_splits(data, None, params(seed=1))
+    again, _ = make_splits(data, None, params(seed=1))
+    other, _ = make_splits(data, None, params(seed=2))
+    assert list(first["val"]["id"]) == list(again["val"]["id"])
+    assert list(first["val"]["id"]) != list(other["val"]["id"])
+
+
+def test_class_quota_balances():
+    splits, _ = make_splits(frame({"a": 500, "b": 60}), frame({"a": 5, "b": 5}), params(class_quota=60))
+    pool = pd.concat([splits["train"], splits["val"]])
+    assert pool["label"].value_counts().to_dict() == {"a": 60, "b": 60}
+    splits, _ = make_splits(frame({"a": 500, "b": 60}), frame({"a": 5, "b": 5}), params(class_quota={"a": 100}))
+    assert pd.concat([splits["train"], splits["val"]])["label"].value_counts().to_dict() == {"a": 100, "b": 60}
+
+
+def test_unstratifiable_data_is_a_clear_error():
+    with pytest.raises(LlmclsError, match="cannot stratify 3 rows with class counts"):
+        make_splits(frame({"a": 2, "b": 1}), frame({"a": 1}), params())
+    with pytest.raises(LlmclsError, match="labels \\['zz'\\] are not in the data"):
+        make_splits(frame({"a": 50, "b": 50}), None, params(class_quota={"zz": 3}))

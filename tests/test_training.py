@@ -1,0 +1,108 @@
+"""Training and evaluation on a tiny random Llama: LoRA and full fine-tuning, reload, reproducibility."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import default_params, sentiment_frame, tiny_train_overrides
+
+from llmcls.catalog import dataset_spec
+from llmcls.evaluation import evaluate_classifier
+from llmcls.modeling import load_classifier
+from llmcls.params import parse_params
+from llmcls.preprocessing import encode_prompts, label_set, canonical_rows
+from llmcls.training import train_classifier
+from llmcls.outputs import write_json
+
+SST2 = dataset_spec("sst2")
+
+
+def make_split_dir(folder, tiny_base_dir):
+    from llmcls.base_model import load_tokenizer
+
+    table = canonical_rows(SST2, sentiment_frame(24), "train", "memory")
+    labels = label_set(SST2, table)
+    encoded = encode_prompts(table, SST2, labels, load_tokenizer(tiny_base_dir), "Read {text} answer:", 64, "right")
+    folder.mkdir(parents=True)
+    # Rows alternate positive / negative, so each part below holds both classes equally.
+    part = encoded.index % 8
+    encoded[part < 2].to_parquet(folder / "val.parquet")
+    encoded[(part >= 2) & (part < 4)].to_parquet(folder / "test.parquet")
+    encoded[part >= 4].to_parquet(folder / "train.parquet")
+    write_json(folder / "labels.json", labels.to_json())
+    return folder
+
+
+def params_for(tiny_model_dir, **changes):
+    data = default_params()
+    for dotted, value in (tiny_train_overrides(tiny_model_dir) | changes).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return parse_params(data)
+
+
+def train(tmp_path, tiny_model_dir, tiny_base_dir, name, **changes):
+    split_dir = tmp_path / "split"
+    if not split_dir.exists():
+        make_split_dir(split_dir, tiny_base_dir)
+    out = tmp_path / name
+    summary = train_classifier(
+        params_for(tiny_model_dir, **changes), split_dir, tiny_base_dir, out / "model", out / "live", out / "ckpt"
+    )
+    return summary, out, split_dir
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_train_saves_a_self_describing_classifier(tmp_path, tiny_model_dir, tiny_base_dir, mode):
+    summary, out, split_dir = train(tmp_path, tiny_model_dir, tiny_base_dir, mode, **{"train.mode": mode})
+    model_dir = out / "model"
+    labels = json.loads((model_dir / "labels.json").read_text())
+    assert labels["id2label"] == {"0": "negative", "1": "positive"}
+    meta = json.loads((model_dir / "llmcls.json").read_text())
+    assert meta["mode"] == mode and meta["params"]["train"]["mode"] == mode
+    assert (model_dir / ("adapter_config.json" if mode == "lora" else "config.json")).is_file()
+    assert summary["best_step"] in (3, 6)
+    live = json.loads((out / "live" / "metrics.json").read_text())
+    assert "accuracy" in live["eval"] and live["step"] == 6
+    assert (out / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
+
+    model, label_set_, _ = load_classifier(model_dir, tiny_base_dir)
+    assert label_set_.names == ("negative", "positive")
+    summary, report, predictions = evaluate_classifier(model_dir, tiny_base_dir, split_dir, 8)
+    assert summary["test"]["n"] == 12 and 0 <= summary["test"]["accuracy"] <= 1
+    assert report["test"]["confusion_matrix"] and set(summary["test"]["f1_per_class"]) == {"negative", "positive"}
+    probs = predictions["test"][["prob_negative", "prob_positive"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_lora_learns_the_tiny_task(tmp_path, tiny_model_dir, tiny_base_dir):
+    _, out, split_dir = train(
+        tmp_path, tiny_model_dir, tiny_base_dir, "learn", **{"train.max_steps": 30, "train.eval_steps": 10}
+    )
+    summary, _, _ = evaluate_classifier(out / "model", tiny_base_dir, split_dir, 8)
+    assert summary["val"]["accuracy"] >= 0.9
+
+
+def test_same_seed_same_result_other_seed_differs(tmp_path, tiny_model_dir, tiny_base_dir):
+    results = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 7)):
+        _, out, split_dir = train(tmp_path, tiny_model_dir, tiny_base_dir, name, **{"train.seed": seed})
+        _, _, predictions = evaluate_classifier(out / "model", tiny_base_dir, split_dir, 8)
+        results[name] = predictions["val"]["prob_positive"].to_numpy()
+    np.testing.assert_array_equal(results["a"], results["b"])
+    assert not np.allclose(results["a"], results["c"])
+
+
+def test_best_checkpoint_is_kept_not_the_last(tmp_path, tiny_model_dir, tiny_base_dir):
+    # The kept model is the one with the best validation log loss in the curve, wherever it lies.
+    summary, out, _ = train(
+        tmp_path, tiny_model_dir, tiny_base_dir, "best",
+        **{"train.max_steps": 12, "train.eval_steps": 3, "train.metric_for_best": "log_loss"},
+    )
+    history = pd.read_csv(out / "live" / "plots" / "metrics" / "eval" / "log_loss.tsv", sep="\t")
+    best = history.loc[history["log_loss"].idxmin(), "step"]
+    assert summary["best_step"] == best
