@@ -77,9 +77,9 @@ def test_queued_seed_sweep(tiny_project):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
 def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
-    write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **{
+    write_params(project_copy, **(tiny_train_overrides(tiny_model_dir) | {
         "dataset": "arena", "fetch.local_dir": str(SHARED), "preprocess.max_length": 256,
-    })
+    }))
     commit_all(project_copy)
     run(["dvc", "repro"], project_copy)
     submission = pd.read_csv(project_copy / "data" / "submission.csv")
