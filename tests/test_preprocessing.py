@@ -56,9 +56,15 @@ def test_unlabelled_test_split_is_allowed():
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        (pd.DataFrame({"sentence": ["ok", np.nan], "label": [1, 0]}), "train.tsv row 2 (id train-1): column 'sentence' is empty"),
+        (
+            pd.DataFrame({"sentence": ["ok", np.nan], "label": [1, 0]}),
+            "train.tsv row 2 (id train-1): column 'sentence' is empty",
+        ),
         (pd.DataFrame({"sentence": ["ok", "   "], "label": [1, 0]}), "train.tsv row 2 (id train-1): empty text"),
-        (pd.DataFrame({"sentence": ["ok", "fine"], "label": [1, 7]}), "train.tsv row 2 (id train-1): label 7 is not in the label set"),
+        (
+            pd.DataFrame({"sentence": ["ok", "fine"], "label": [1, 7]}),
+            "train.tsv row 2 (id train-1): label 7 is not in the label set",
+        ),
         (pd.DataFrame({"sentence": ["ok", "fine"], "label": [1, np.nan]}), "label column 'label' is empty"),
     ],
 )
@@ -93,7 +99,9 @@ def test_encode_prompts_adds_token_columns(tiny_base_dir):
 
     table = canonical_rows(SST2, pd.DataFrame({"sentence": ["good film", "bad film"], "label": [1, 0]}), "train", "t")
     labels = label_set(SST2, table)
-    out = encode_prompts(table, SST2, labels, load_tokenizer(tiny_base_dir), "Read {text} of {class_labels}:", 64, "right")
+    out = encode_prompts(
+        table, SST2, labels, load_tokenizer(tiny_base_dir), "Read {text} of {class_labels}:", 64, "right"
+    )
     assert list(out["label_id"]) == [1, 0]
-    assert all(n == len(ids) for n, ids in zip(out["length"], out["input_ids"]))
+    assert all(n == len(ids) for n, ids in zip(out["length"], out["input_ids"], strict=True))
     assert not out["truncated"].any()

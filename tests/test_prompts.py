@@ -44,7 +44,9 @@ def test_long_text_is_cut_inside_the_template(tiny_base_dir):
     assert decoded.startswith("Please carefully read")
     short = encoder.encode({"text": "a dull mess"})
     assert not short.truncated
-    assert tokenizer.decode(short.input_ids) == 'Please carefully read the following reference text:"a dull mess", answer:'
+    assert (
+        tokenizer.decode(short.input_ids) == 'Please carefully read the following reference text:"a dull mess", answer:'
+    )
 
 
 def test_left_truncation_keeps_the_end(tiny_base_dir):

@@ -38,7 +38,9 @@ def test_smollm2_trains_a_few_steps(smollm2_base, tmp_path):
     params = parse_params(data)
     table = canonical_rows(spec, sentiment_frame(8), "train", "memory")
     labels = label_set(spec, table)
-    encoded = encode_prompts(table, spec, labels, load_tokenizer(smollm2_base), params.preprocess.template, 128, "right")
+    encoded = encode_prompts(
+        table, spec, labels, load_tokenizer(smollm2_base), params.preprocess.template, 128, "right"
+    )
     split = tmp_path / "split"
     split.mkdir()
     encoded.iloc[::2].to_parquet(split / "train.parquet")

@@ -27,10 +27,20 @@ def custom_project(tmp_path, monkeypatch, tiny_model_dir):
     sentiment_frame(10).rename(columns={"sentence": "review", "label": "stars"}).to_csv("train.csv", index=False)
 
     def params(**overrides):
-        return str(write_params(tmp_path, **{
-            "dataset": "custom", "model": str(tiny_model_dir), "custom.train_path": "train.csv",
-            "custom.text_columns": ["review"], "custom.label_column": "stars", "preprocess.max_length": 128,
-        } | overrides))
+        return str(
+            write_params(
+                tmp_path,
+                **{
+                    "dataset": "custom",
+                    "model": str(tiny_model_dir),
+                    "custom.train_path": "train.csv",
+                    "custom.text_columns": ["review"],
+                    "custom.label_column": "stars",
+                    "preprocess.max_length": 128,
+                }
+                | overrides,
+            )
+        )
 
     return params
 
@@ -96,15 +106,31 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "shared" / "lmsys_arena"
     folder.mkdir(parents=True)
-    rows = [{"id": i, "prompt": '["q"]', "response_a": '["a"]', "response_b": '["b"]',
-             "winner_model_a": 1, "winner_model_b": 0, "winner_tie": 0} for i in range(4)]
+    rows = [
+        {
+            "id": i,
+            "prompt": '["q"]',
+            "response_a": '["a"]',
+            "response_b": '["b"]',
+            "winner_model_a": 1,
+            "winner_model_b": 0,
+            "winner_tie": 0,
+        }
+        for i in range(4)
+    ]
     rows[3]["response_a"] = "[not json"
     pd.DataFrame(rows).to_csv(folder / "train_sample100.csv", index=False)
     pd.DataFrame(rows).drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).head(2).to_csv(
         folder / "test.csv", index=False
     )
-    params = str(write_params(tmp_path, dataset="arena", model=str(tiny_model_dir),
-                              **{"fetch.local_dir": str(tmp_path / "shared"), "preprocess.max_length": 128}))
+    params = str(
+        write_params(
+            tmp_path,
+            dataset="arena",
+            model=str(tiny_model_dir),
+            **{"fetch.local_dir": str(tmp_path / "shared"), "preprocess.max_length": 128},
+        )
+    )
     result = run_until_preprocess(params)
     assert result.exit_code == 1
     assert "train_sample100.csv row 4 (id 3): column 'response_a' is a malformed JSON list" in result.output

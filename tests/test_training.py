@@ -10,10 +10,10 @@ from conftest import default_params, sentiment_frame, tiny_train_overrides
 from llmcls.catalog import dataset_spec
 from llmcls.evaluation import evaluate_classifier
 from llmcls.modeling import load_classifier
-from llmcls.params import parse_params
-from llmcls.preprocessing import encode_prompts, label_set, canonical_rows
-from llmcls.training import train_classifier
 from llmcls.outputs import write_json
+from llmcls.params import parse_params
+from llmcls.preprocessing import canonical_rows, encode_prompts, label_set
+from llmcls.training import train_classifier
 
 SST2 = dataset_spec("sst2")
 
@@ -100,7 +100,10 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, tiny_model_dir, tiny
 def test_best_checkpoint_is_kept_not_the_last(tmp_path, tiny_model_dir, tiny_base_dir):
     # The kept model is the one with the best validation log loss in the curve, wherever it lies.
     summary, out, _ = train(
-        tmp_path, tiny_model_dir, tiny_base_dir, "best",
+        tmp_path,
+        tiny_model_dir,
+        tiny_base_dir,
+        "best",
         **{"train.max_steps": 12, "train.eval_steps": 3, "train.metric_for_best": "log_loss"},
     )
     history = pd.read_csv(out / "live" / "plots" / "metrics" / "eval" / "log_loss.tsv", sep="\t")

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 # Whether a larger value is better, for choosing the best checkpoint.
 GREATER_IS_BETTER = {"accuracy": True, "f1_macro": True, "log_loss": False}
@@ -42,9 +48,7 @@ def full_report(y_true: Sequence[int], probs: np.ndarray, names: Sequence[str]) 
     report = classification_report(
         y_true, y_pred, labels=classes, target_names=list(names), output_dict=True, zero_division=0
     )
-    per_class = {
-        name: {k: float(v) for k, v in report[name].items()} for name in names
-    }
+    per_class = {name: {k: float(v) for k, v in report[name].items()} for name in names}
     return summary_metrics(y_true, probs) | {
         "n": int(len(y_true)),
         "per_class": per_class,

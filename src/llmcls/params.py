@@ -257,7 +257,9 @@ def parse_params(data: Any, source: str = "params.yaml") -> Params:
         # A section failed, so Params.__post_init__ never ran: still report bad top-level choices.
         custom = data.get("custom")
         train_path = custom.get("train_path") if isinstance(custom, dict) else None
-        problems.extend(p for p in choice_problems(data.get("dataset"), data.get("model"), train_path) if p not in problems)
+        problems.extend(
+            p for p in choice_problems(data.get("dataset"), data.get("model"), train_path) if p not in problems
+        )
     fail_on(problems, f"{source} is invalid")
     return params
 

@@ -136,7 +136,7 @@ def check_labels(table: pd.DataFrame, labels: LabelSet, origin: str) -> None:
     bad = table[table["label"].notna() & ~table["label"].isin(labels.names)]
     problems = [
         f"{origin} row {i + 1} (id {r.id}): label {r.label!r} is not in the label set {list(labels.names)}"
-        for i, r in zip(bad.index, bad.itertuples())
+        for i, r in zip(bad.index, bad.itertuples(), strict=True)
     ]
     fail_on(problems[:MAX_LISTED], f"{origin}: labels outside the train split's label set")
 

@@ -101,10 +101,11 @@ class PromptEncoder:
 
     def _assemble(self, field_ids: list[list[int]]) -> Encoded:
         budgets = fair_budgets([len(ids) for ids in field_ids], self.budget)
-        truncated = any(b < len(ids) for b, ids in zip(budgets, field_ids))
-        kept = iter(ids[:b] if self.keep_head else ids[len(ids) - b :] for ids, b in zip(field_ids, budgets))
+        truncated = any(b < len(ids) for b, ids in zip(budgets, field_ids, strict=True))
+        pairs = zip(field_ids, budgets, strict=True)
+        kept = iter(ids[:b] if self.keep_head else ids[len(ids) - b :] for ids, b in pairs)
         out = list(self.prefix)
-        for (_, field), literal in zip(self.parts, self.literal_ids):
+        for (_, field), literal in zip(self.parts, self.literal_ids, strict=True):
             out += literal
             if field is not None:
                 out += next(kept)

@@ -31,7 +31,9 @@ def apply_quota(frame: pd.DataFrame, quota: int | dict[str, int] | None, seed: i
     if isinstance(quota, dict):
         unknown = sorted(set(quota) - set(frame["label"]))
         if unknown:
-            raise LlmclsError(f"split.class_quota: labels {unknown} are not in the data ({sorted(set(frame['label']))})")
+            raise LlmclsError(
+                f"split.class_quota: labels {unknown} are not in the data ({sorted(set(frame['label']))})"
+            )
     parts = []
     for label, group in frame.groupby("label", sort=True):
         cap = quota.get(label, len(group)) if isinstance(quota, dict) else quota

@@ -13,7 +13,11 @@ import click
 from llmcls.errors import LlmclsError
 
 params_option = click.option(
-    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
     help="params file to read settings from",
 )
 

@@ -54,7 +54,11 @@ def to_dataset(frame: pd.DataFrame):
     import datasets
 
     return datasets.Dataset.from_dict(
-        {"input_ids": frame["input_ids"].map(list).tolist(), "labels": frame["label_id"].tolist(), "length": frame["length"].tolist()}
+        {
+            "input_ids": frame["input_ids"].map(list).tolist(),
+            "labels": frame["label_id"].tolist(),
+            "length": frame["length"].tolist(),
+        }
     )
 
 
@@ -160,7 +164,9 @@ def train_classifier(
     summary = {
         "train_runtime_s": result.metrics["train_runtime"],
         "train_samples_per_second": result.metrics["train_samples_per_second"],
-        "best_step": int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None,
+        "best_step": int(Path(state.best_model_checkpoint).name.split("-")[-1])
+        if state.best_model_checkpoint
+        else None,
         f"best_val_{params.train.metric_for_best}": state.best_metric,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision": precision,
