@@ -99,19 +99,21 @@ def tiny_base_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
-def default_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def write_params(folder: Path, **overrides) -> Path:
-    """Write params.yaml from the committed one with dotted-key overrides (as `dvc exp run -S` would)."""
-    data = default_params()
+def default_params(**overrides) -> dict:
+    """The committed params.yaml as a mapping, with dotted-key overrides (as `dvc exp run -S` would)."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in overrides.items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node[key]
         node[leaf] = value
+    return data
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """Write params.yaml: the committed one with dotted-key overrides."""
+    data = default_params(**overrides)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path

@@ -19,15 +19,8 @@ def test_committed_params_load():
 
 
 def _problems(**changes) -> str:
-    data = default_params()
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
     with pytest.raises(LlmclsError) as err:
-        parse_params(data)
+        parse_params(default_params(**changes))
     return str(err.value)
 
 

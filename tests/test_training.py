@@ -35,14 +35,7 @@ def make_split_dir(folder, tiny_base_dir):
 
 
 def params_for(tiny_model_dir, **changes):
-    data = default_params()
-    for dotted, value in (tiny_train_overrides(tiny_model_dir) | changes).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return parse_params(data)
+    return parse_params(default_params(**(tiny_train_overrides(tiny_model_dir) | changes)))
 
 
 def train(tmp_path, tiny_model_dir, tiny_base_dir, name, **changes):
