@@ -29,12 +29,12 @@ repro: install
 	$(BIN)/dvc repro
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src stages tests
+	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src stages tests
-	$(BIN)/ruff format --check src stages tests
+	$(BIN)/ruff check src stages tests benchmarks
+	$(BIN)/ruff format --check src stages tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

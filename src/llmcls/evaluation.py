@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from llmcls.devices import device, enable_fast_matmul
 from llmcls.inference import predict_proba
 from llmcls.metrics import full_report
 from llmcls.modeling import load_classifier
@@ -31,7 +32,9 @@ def evaluate_classifier(
     model_dir: Path, base_dir: Path, split_dir: Path, batch_size: int
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Return (summary metrics, full report, predictions) for the val and test splits."""
+    enable_fast_matmul()
     model, labels, meta = load_classifier(model_dir, base_dir)
+    model.to(device())
     summary: dict[str, Any] = {}
     report: dict[str, Any] = {"labels": list(labels.names)}
     predictions = {}

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import find_executable_batch_size
 
 from llmcls.devices import autocast_dtype
 
@@ -30,16 +31,26 @@ def predict_proba(
     device: torch.device | None = None,
 ) -> np.ndarray:
     """Class probabilities in input order. Sorting by length (longest first, so memory peaks at once)
-    keeps padding near zero; the order is restored before returning."""
+    keeps padding near zero; the order is restored before returning.
+
+    ``batch_size`` is where it starts: when a batch runs out of memory, accelerate shrinks it (x0.9) and
+    starts over, so the largest batch that fits is used.
+    """
     device = device or next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     dtype = autocast_dtype(precision)
-    out: list[np.ndarray] = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for start in range(0, len(order), batch_size):
-            batch = pad_batch([sequences[i] for i in order[start : start + batch_size]], pad_id)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+
+    @find_executable_batch_size(starting_batch_size=batch_size)
+    def run(size: int) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            for start in range(0, len(order), size):
+                batch = pad_batch([sequences[i] for i in order[start : start + size]], pad_id)
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        return out
+
+    out = run() if order else []
     probs = np.concatenate(out) if out else np.zeros((0, 0))
     restored = np.empty_like(probs)
     restored[order] = probs

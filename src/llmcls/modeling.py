@@ -29,6 +29,7 @@ def _base_classifier(base_dir: str | Path, labels: LabelSet, pad_token_id: int) 
         id2label=labels.id2label,
         label2id=labels.label2id,
         dtype=torch.float32,  # fp32 master weights; reduced precision comes from autocast
+        attn_implementation="sdpa",  # PyTorch picks its flash / memory-efficient kernel where it can
         **pinned,
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
@@ -69,7 +70,9 @@ def load_classifier(model_dir: str | Path, base_dir: str | Path) -> tuple[torch.
     meta = read_json(model_dir / META)
     labels = LabelSet.from_json(read_json(model_dir / LABELS))
     if meta["mode"] == "full":
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, dtype=torch.float32, attn_implementation="sdpa"
+        )
     else:
         from peft import PeftModel
 

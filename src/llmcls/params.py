@@ -136,6 +136,7 @@ class TrainParams:
     metric_for_best: str
     group_by_length: bool
     precision: str
+    torch_compile: bool
     lora: LoraParams
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 from llmcls.base_model import load_tokenizer
-from llmcls.devices import resolve_precision, use_all_cpu_cores
+from llmcls.devices import enable_fast_matmul, resolve_precision, use_all_cpu_cores
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
 from llmcls.modeling import build_classifier, save_classifier
 from llmcls.outputs import read_json, remove, write_json
@@ -85,9 +85,10 @@ def resumable_checkpoint(checkpoint_dir: Path, stamp: str) -> str | None:
     return None
 
 
-def training_arguments(params: Params, checkpoint_dir: Path, precision: str) -> TrainingArguments:
+def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **overrides: Any) -> TrainingArguments:
+    """The Trainer settings params.yaml describes; ``overrides`` replace single ones (the benchmark uses them)."""
     t = params.train
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(checkpoint_dir),
         seed=t.seed,
         data_seed=t.seed,
@@ -114,10 +115,28 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str) -> 
         length_column_name="length",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        torch_compile=t.torch_compile,
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+    )
+    return TrainingArguments(**(settings | overrides))
+
+
+def make_trainer(
+    model, args: TrainingArguments, tokenizer, train: pd.DataFrame, val: pd.DataFrame, collator=None, callbacks=()
+) -> Trainer:
+    """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row."""
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(val),
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=list(callbacks),
     )
 
 
@@ -126,6 +145,7 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Fine-tune on the train split, pick the best checkpoint on val, save it to ``model_dir``."""
     set_seed(params.train.seed)
+    enable_fast_matmul()
     tokenizer = load_tokenizer(base_dir)
     labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
     train = pd.read_parquet(split_dir / "train.parquet")
@@ -147,16 +167,7 @@ def train_classifier(
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume is not None)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=to_dataset(train),
-        eval_dataset=to_dataset(val),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=[LiveMetrics(live)],
-    )
+    trainer = make_trainer(model, args, tokenizer, train, val, callbacks=[LiveMetrics(live)])
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)

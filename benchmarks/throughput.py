@@ -1,0 +1,233 @@
+"""Throughput of llmcls's train and evaluate paths against a seed-style loop, on the same model and data.
+
+    dvc repro split fetch_model                     # the default params: SST-2, prompt-wrapped, 2,000 sentences
+    python benchmarks/throughput.py --steps 30 --repeats 3
+
+(a) seed-style: HF Trainer defaults (random order, no grouping), every batch padded to `--pad-to` tokens,
+    fp32; evaluation in dataset order, padded the same way, under `torch.no_grad`, batch = train batch.
+(b) llmcls: the train stage's own Trainer settings (`training_arguments` / `make_trainer`: dynamic padding,
+    length-grouped batches, bf16 autocast where the hardware runs it fast) and the evaluate stage's
+    `predict_proba` (longest-first batches, dynamic padding, `inference_mode`, LoRA merged, eval batch size).
+Both start from the same seed and train the same number of optimizer steps with the same LoRA, learning rate
+and batch size; each variant runs in a fresh process so its peak memory is its own. Tokens/s counts real
+(non-padding) tokens; "computed" tokens include padding. Last, it times DVC itself: `dvc repro` with nothing
+to do in this workspace, and `dvc exp run` of a tiny configuration against the same stage commands run bare.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class CountingCollator:
+    """Wraps a collator and counts the real and the padded tokens of every batch it builds."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.real = 0
+        self.computed = 0
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        self.real += int(batch["attention_mask"].sum())
+        self.computed += batch["attention_mask"].numel()
+        return batch
+
+
+def seed_style_predict(model, sequences, pad_id: int, width: int, batch_size: int):
+    """Evaluation as the seed notebooks do it: dataset order, padded to a fixed width, fp32, no_grad."""
+    import numpy as np
+    import torch
+
+    from llmcls.inference import pad_batch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            batch = pad_batch(sequences[start : start + batch_size], pad_id)
+            extra = width - batch["input_ids"].shape[1]
+            batch = {
+                "input_ids": torch.nn.functional.pad(batch["input_ids"], (0, extra), value=pad_id),
+                "attention_mask": torch.nn.functional.pad(batch["attention_mask"], (0, extra), value=0),
+            }
+            out.append(torch.softmax(model(**batch).logits.float(), dim=-1).numpy())
+    return np.concatenate(out)
+
+
+def run_variant(variant: str, split_dir: str, base_dir: str, params_path: str, steps: int, pad_to: int) -> dict:
+    """Train ``steps`` optimizer steps and evaluate on val; runs in its own process."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from llmcls.base_model import load_tokenizer
+    from llmcls.devices import resolve_precision, use_all_cpu_cores
+    from llmcls.inference import predict_proba
+    from llmcls.modeling import build_classifier
+    from llmcls.outputs import read_json
+    from llmcls.params import load_params
+    from llmcls.preprocessing import LabelSet
+    from llmcls.training import make_trainer, training_arguments
+
+    params = load_params(params_path)
+    threads = use_all_cpu_cores()  # both variants get every core
+    set_seed(params.train.seed)
+    tokenizer = load_tokenizer(base_dir)
+    labels = LabelSet.from_json(read_json(Path(split_dir) / "labels.json"))
+    train = pd.read_parquet(Path(split_dir) / "train.parquet")
+    val = pd.read_parquet(Path(split_dir) / "val.parquet")
+    width = max(pad_to, int(train["length"].max()), int(val["length"].max()))
+    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.train.mode, params.train.lora)
+    seed_style = variant == "seed-style"
+    precision = "fp32" if seed_style else resolve_precision(params.train.precision)
+    common = dict(max_steps=steps, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    with tempfile.TemporaryDirectory() as out:
+        if seed_style:
+            args = training_arguments(params, Path(out), precision, train_sampling_strategy="random", **common)
+            collator = CountingCollator(DataCollatorWithPadding(tokenizer, padding="max_length", max_length=width))
+        else:
+            args = training_arguments(params, Path(out), precision, **common)
+            collator = CountingCollator(DataCollatorWithPadding(tokenizer))
+        trainer = make_trainer(model, args, tokenizer, train, val, collator=collator)
+        result = trainer.train()
+    train_s = result.metrics["train_runtime"]
+    model = trainer.model.eval()
+    sequences = [list(s) for s in val["input_ids"]]
+    start = time.perf_counter()
+    if seed_style:
+        probs = seed_style_predict(model, sequences, tokenizer.pad_token_id, width, params.train.batch_size)
+    else:
+        model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        probs = predict_proba(model, sequences, tokenizer.pad_token_id, params.evaluate.batch_size, precision)
+    eval_s = time.perf_counter() - start
+    return {
+        "variant": variant,
+        "precision": precision,
+        "threads": threads,
+        "train_samples_per_s": steps * params.train.batch_size / train_s,
+        "train_tokens_per_s": collator.real / train_s,
+        "train_computed_tokens_per_s": collator.computed / train_s,
+        "eval_samples_per_s": len(val) / eval_s,
+        "eval_tokens_per_s": float(val["length"].sum()) / eval_s,
+        "val_accuracy": float((np.argmax(probs, axis=1) == val["label_id"].to_numpy()).mean()),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    }
+
+
+def in_fresh_process(*args) -> dict:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_variant, *args).result()
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def timed(cmd: list[str] | str, cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True, shell=isinstance(cmd, str))
+    return time.perf_counter() - start
+
+
+def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
+    """`dvc repro` with nothing to do here, and a tiny `dvc exp run` against its bare stage commands."""
+    import pandas as pd
+    import yaml
+
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result: dict[str, Any] = {}
+    status = subprocess.run(["dvc", "status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if status.returncode == 0 and json.loads(status.stdout or "{}") == {}:
+        result["noop_repro_s"] = min(timed(["dvc", "repro"], ROOT, env) for _ in range(3))
+    else:
+        result["noop_repro_s"] = None  # the workspace is not up to date; `dvc repro` would run stages
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        for name in files.split():
+            if (ROOT / name).is_file():
+                (project / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, project / name)
+        sst2 = pd.read_csv(local_dir / "sst2" / "train.tsv", sep="\t", quoting=3)
+        sst2.iloc[:96].to_csv(project / "tiny.csv", index=False)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params |= {"dataset": "custom", "model": str(base_dir.resolve())}
+        params["custom"] |= {"train_path": "tiny.csv", "text_columns": ["sentence"]}
+        params["split"] |= {"train_size": 32}
+        params["train"] |= {"max_steps": 2, "batch_size": 8, "eval_steps": 2}
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+            subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True)
+        stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+        result["stages"] = len(stages)
+        result["bare_stage_commands_s"] = sum(timed(stage["cmd"], project, env) for stage in stages.values())
+        result["dvc_exp_run_s"] = timed(["dvc", "exp", "run"], project, env)
+    result["dvc_exp_run_overhead_s"] = result["dvc_exp_run_s"] - result["bare_stage_commands_s"]
+    return result
+
+
+@click.command()
+@click.option("--split", "split_dir", default="data/split", show_default=True, help="split folder (dvc repro split)")
+@click.option("--base", "base_dir", default="models/base", show_default=True, help="base model (fetch_model)")
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--steps", default=30, show_default=True, help="optimizer steps each variant trains")
+@click.option("--repeats", default=3, show_default=True, help="runs of both variants, for min / median / max")
+@click.option("--pad-to", default=128, show_default=True, help="the seed-style padding width (max_length)")
+@click.option("--local-dir", default="../shared/datasets", show_default=True, help="SST-2 for the tiny dvc run")
+@click.option("--skip-dvc", is_flag=True, help="do not time DVC")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="also write every number here")
+def main(split_dir, base_dir, params_path, steps, repeats, pad_to, local_dir, skip_dvc, json_out) -> None:
+    runs = []
+    for repeat in range(repeats):
+        pair = {
+            v: in_fresh_process(v, split_dir, base_dir, params_path, steps, pad_to) for v in ("seed-style", "llmcls")
+        }
+        runs.append(pair)
+        for variant, r in pair.items():
+            click.echo(
+                f"run {repeat + 1} {variant:>10} ({r['precision']}, {r['threads']} threads): "
+                f"train {r['train_samples_per_s']:.2f} samples/s, {r['train_tokens_per_s']:.0f} tokens/s "
+                f"({r['train_computed_tokens_per_s']:.0f} computed) | eval {r['eval_samples_per_s']:.2f} samples/s, "
+                f"{r['eval_tokens_per_s']:.0f} tokens/s | val accuracy {r['val_accuracy']:.4f} after {steps} steps "
+                f"| peak RSS {r['peak_rss_mb']:.0f} MB"
+                + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] else ""),
+            )
+    train_ratio = [p["llmcls"]["train_samples_per_s"] / p["seed-style"]["train_samples_per_s"] for p in runs]
+    eval_ratio = [p["llmcls"]["eval_samples_per_s"] / p["seed-style"]["eval_samples_per_s"] for p in runs]
+    click.echo(f"llmcls / seed-style, min / median / max over {repeats} runs:")
+    click.echo(f"  train samples/s: {spread(train_ratio)}x")
+    click.echo(f"  eval  samples/s: {spread(eval_ratio)}x")
+    summary: dict[str, Any] = {"steps": steps, "runs": runs, "train_ratio": train_ratio, "eval_ratio": eval_ratio}
+    if not skip_dvc:
+        summary["dvc"] = dvc_overhead(Path(base_dir), Path(local_dir))
+        d = summary["dvc"]
+        noop = f"{d['noop_repro_s']:.2f} s" if d["noop_repro_s"] is not None else "skipped (workspace not up to date)"
+        click.echo(f"dvc repro, nothing to do: {noop}")
+        click.echo(
+            f"tiny dvc exp run: {d['dvc_exp_run_s']:.1f} s vs its {d['stages']} stage commands run bare "
+            f"{d['bare_stage_commands_s']:.1f} s -> DVC overhead {d['dvc_exp_run_overhead_s']:.1f} s"
+        )
+    if json_out:
+        Path(json_out).write_text(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
