@@ -12,8 +12,9 @@ Both start from the same seed and train the same number of optimizer steps with 
 and batch size; each variant runs in a fresh process so its peak memory is its own. Tokens/s counts real
 (non-padding) tokens; "computed" tokens include padding. HF's length-grouped sampler serves the longest
 rows of each 50-batch megabatch first, so over fewer than 50 steps llmcls trains on longer-than-average
-rows and its samples/s (not its tokens/s) is understated: the ratio is conservative. Last, it times DVC itself: `dvc repro` with nothing
-to do in this workspace, and `dvc exp run` of a tiny configuration against the same stage commands run bare.
+rows and its samples/s (not its tokens/s) is understated: the ratio is conservative.
+Last, it times DVC itself: `dvc repro` with nothing to do in this workspace, and `dvc exp run` of a tiny
+configuration against the same stage commands run bare.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def run_variant(variant: str, split_dir: str, base_dir: str, params_path: str, s
     train = pd.read_parquet(Path(split_dir) / "train.parquet")
     val = pd.read_parquet(Path(split_dir) / "val.parquet")
     width = max(pad_to, int(train["length"].max()), int(val["length"].max()))
-    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.train.mode, params.train.lora)
+    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
     seed_style = variant == "seed-style"
     precision = "fp32" if seed_style else resolve_precision(params.train.precision)
     common = dict(max_steps=steps, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
@@ -176,7 +177,8 @@ def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
         sst2 = pd.read_csv(local_dir / "sst2" / "train.tsv", sep="\t", quoting=3)
         sst2.iloc[:96].to_csv(project / "tiny.csv", index=False)
         params = yaml.safe_load((project / "params.yaml").read_text())
-        params |= {"dataset": "custom", "model": str(base_dir.resolve())}
+        params["dataset"] = "custom"
+        params["model"]["name"] = str(base_dir.resolve())
         params["custom"] |= {"train_path": "tiny.csv", "text_columns": ["sentence"]}
         params["split"] |= {"train_size": 32}
         params["train"] |= {"max_steps": 2, "batch_size": 8, "eval_steps": 2}

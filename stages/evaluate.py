@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from llmcls.devices import is_main_process
 from llmcls.evaluation import evaluate_classifier
 from llmcls.outputs import write_csv, write_json
 from llmcls.params import load_params
@@ -28,7 +29,10 @@ PathFile = click.Path(dir_okay=False, path_type=Path)
 @stage
 def main(params_path, split_dir, base, model_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)
-    summary, full, tables = evaluate_classifier(model_dir, base, split_dir, params.evaluate.batch_size)
+    settings = params.evaluate
+    summary, full, tables = evaluate_classifier(model_dir, base, split_dir, settings.batch_size, settings.quantize)
+    if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
+        return
     for split, table in tables.items():
         write_csv(predictions / f"{split}.csv", table)
     write_json(report, full)

@@ -20,7 +20,8 @@ from llmcls.stage import params_option, stage
 @stage
 def main(params_path: str, out: Path) -> None:
     params = load_params(params_path)
-    record = materialize(model_spec(params.model), params.fetch.sources, out)
+    model = params.model
+    record = materialize(model_spec(model.name), params.fetch.sources, out, model.trust_remote_code)
     click.echo(f"fetch_model: {record['model']} from {record['source']} -> {out}")
 
 

@@ -122,7 +122,7 @@ def write_params(folder: Path, **overrides) -> Path:
 def tiny_train_overrides(model_dir: Path) -> dict:
     """Settings that train the tiny model in seconds."""
     return {
-        "model": str(model_dir),
+        "model.name": str(model_dir),
         "preprocess.max_length": 128,
         "train.max_steps": 6,
         "train.eval_steps": 3,

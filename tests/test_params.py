@@ -35,7 +35,16 @@ def test_all_problems_reported_together():
     ("changes", "expected"),
     [
         ({"dataset": "sst3"}, "dataset: unknown 'sst3'"),
-        ({"model": "smollm3"}, "model: unknown model 'smollm3'"),
+        ({"model.name": "smollm3"}, "model.name: unknown model 'smollm3'"),
+        ({"model.head": "attention"}, "model.head: 'attention' is not one of ['linear', 'mlp']"),
+        ({"train.lora.bias": "some"}, "train.lora.bias: 'some' is not none, all or lora_only"),
+        ({"train.qlora.bits": 3}, "train.qlora.bits: 3 is not 4 or 8"),
+        ({"train.class_weights": "inverse"}, "train.class_weights: 'inverse' is not balanced"),
+        ({"train.class_weights": {"pos": -1.0}}, "train.class_weights: every weight must be > 0"),
+        ({"train.label_smoothing": 1.0}, "train.label_smoothing: 1.0 must be in [0, 1)"),
+        ({"train.early_stopping_patience": 0}, "train.early_stopping_patience: 0 must be >= 1 or null"),
+        ({"train.launch.strategy": "horovod"}, "train.launch.strategy: 'horovod' is not one of"),
+        ({"evaluate.quantize": "2bit"}, "evaluate.quantize: '2bit' is not 8bit, 4bit or null"),
         ({"split.val_fraction": 0.0}, "split.val_fraction: 0.0 must be between 0 and 1"),
         ({"train.batch_size": 0}, "train.batch_size: 0 must be >= 1"),
         ({"train.batch_size": "16"}, "train.batch_size: '16' is not of type int"),
@@ -73,7 +82,7 @@ def test_params_file_errors(tmp_path):
 
 def test_hub_id_and_local_folder_are_models(tmp_path):
     data = default_params()
-    data["model"] = "Qwen/Qwen3-1.7B"
-    assert parse_params(data).model == "Qwen/Qwen3-1.7B"
-    data["model"] = str(tmp_path)
-    assert parse_params(data).model == str(tmp_path)
+    data["model"]["name"] = "Qwen/Qwen3-1.7B"
+    assert parse_params(data).model.name == "Qwen/Qwen3-1.7B"
+    data["model"]["name"] = str(tmp_path)
+    assert parse_params(data).model.name == str(tmp_path)

@@ -32,7 +32,7 @@ def custom_project(tmp_path, monkeypatch, tiny_model_dir):
                 tmp_path,
                 **{
                     "dataset": "custom",
-                    "model": str(tiny_model_dir),
+                    "model.name": str(tiny_model_dir),
                     "custom.train_path": "train.csv",
                     "custom.text_columns": ["review"],
                     "custom.label_column": "stars",
@@ -127,8 +127,7 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
         write_params(
             tmp_path,
             dataset="arena",
-            model=str(tiny_model_dir),
-            **{"fetch.local_dir": str(tmp_path / "shared"), "preprocess.max_length": 128},
+            **{"model.name": str(tiny_model_dir), "fetch.local_dir": str(tmp_path / "shared"), "preprocess.max_length": 128},
         )
     )
     result = run_until_preprocess(params)
@@ -140,10 +139,10 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
     ("overrides", "expected"),
     [
         ({"dataset": "imdb"}, "dataset: unknown 'imdb'"),
-        ({"model": "gpt-9"}, "model: unknown model 'gpt-9'"),
+        ({"model.name": "gpt-9"}, "model.name: unknown model 'gpt-9'"),
         ({"train.learning_rate": -0.001}, "train.learning_rate: -0.001 must be > 0"),
         ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 must be between 0 and 1"),
-        ({"train.mode": "half"}, "train.mode: 'half' is not one of ['lora', 'full']"),
+        ({"train.mode": "half"}, "train.mode: 'half' is not one of ['lora', 'qlora', 'full']"),
     ],
 )
 def test_invalid_params(tmp_path, monkeypatch, overrides, expected):

@@ -31,7 +31,7 @@ def _gguf_path(spec: ModelSpec) -> Path:
     return path
 
 
-def _save_from_gguf(spec: ModelSpec, out: Path) -> dict[str, Any]:
+def _save_from_gguf(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,7 +48,7 @@ def _save_from_gguf(spec: ModelSpec, out: Path) -> dict[str, Any]:
     return {"source": "package", "weights": "local", "gguf": str(path)}
 
 
-def _copy_local(spec: ModelSpec, out: Path) -> dict[str, Any]:
+def _copy_local(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
     if not spec.local_dir:
         raise SourceUnavailable("not a local folder")
     src = Path(spec.local_dir)
@@ -74,7 +74,9 @@ def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dic
     return {"source": "hub", "weights": "hub", "hub_id": spec.hub_id, "revision": folder.name}
 
 
-def materialize(spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path) -> dict[str, Any]:
+def materialize(
+    spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path, trust_remote_code: bool = False
+) -> dict[str, Any]:
     """Write the base model folder from the first source (params fetch.sources order) that has it."""
     makers = {"local": _copy_local, "package": _save_from_gguf, "hub": _pin_hub}
     tried = []
@@ -83,7 +85,8 @@ def materialize(spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path) 
             continue
         try:
             with staged_dir(out_dir) as tmp:
-                record = makers[name](spec, tmp) | {"model": spec.name}
+                record = makers[name](spec, tmp, trust_remote_code) | {"model": spec.name}
+                record["trust_remote_code"] = trust_remote_code
                 write_json(tmp / RECORD, record)
             return record
         except SourceUnavailable as why:
@@ -96,19 +99,27 @@ def materialize(spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path) 
 
 
 def weights_location(base_dir: str | Path) -> tuple[str, dict[str, Any]]:
-    """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them."""
+    """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them (and allow remote code)."""
     base_dir = Path(base_dir)
     record = read_json(base_dir / RECORD)
+    trust = {"trust_remote_code": True} if record.get("trust_remote_code") else {}
     if record["weights"] == "hub":
-        return record["hub_id"], {"revision": record["revision"]}
-    return str(base_dir), {}
+        return record["hub_id"], {"revision": record["revision"]} | trust
+    return str(base_dir), trust
 
 
 def load_tokenizer(base_dir: str | Path):
-    """The base model's tokenizer, with a pad token (the EOS token when the model has none)."""
+    """The base model's tokenizer, with a pad token (the EOS token when the model has none), padding right.
+
+    Every batch is padded on the right whatever the model's default: the sequence-classification pooler
+    reads the last non-pad token either way, and one padding side keeps train and evaluate identical.
+    """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    record = Path(base_dir) / RECORD
+    trust = record.is_file() and bool(read_json(record).get("trust_remote_code"))
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=trust)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
     return tokenizer

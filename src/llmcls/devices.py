@@ -34,8 +34,11 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def is_main_process() -> bool:
+    """True in a plain run and in the first process of `accelerate launch`."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def use_all_cpu_cores(local_processes: int = 1) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from llmcls.devices import device, enable_fast_matmul
-from llmcls.inference import predict_proba
+from llmcls.devices import enable_fast_matmul
+from llmcls.inference import predict_proba_parallel
 from llmcls.metrics import full_report
 from llmcls.modeling import load_classifier
 from llmcls.preprocessing import LabelSet
@@ -29,19 +29,24 @@ def prediction_table(frame: pd.DataFrame, probs, labels: LabelSet) -> pd.DataFra
 
 
 def evaluate_classifier(
-    model_dir: Path, base_dir: Path, split_dir: Path, batch_size: int
+    model_dir: Path, base_dir: Path, split_dir: Path, batch_size: int, quantize: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
-    """Return (summary metrics, full report, predictions) for the val and test splits."""
+    """Return (summary metrics, full report, predictions) for the val and test splits. Under
+    `accelerate launch` with several processes, the rows are shared out and every process gets the result."""
+    from accelerate import PartialState
+
     enable_fast_matmul()
-    model, labels, meta = load_classifier(model_dir, base_dir)
-    model.to(device())
+    model, labels, meta = load_classifier(model_dir, base_dir, quantize)
+    if not quantize:  # a quantised model was placed on its device when loaded
+        model.to(PartialState().device)
     summary: dict[str, Any] = {}
     report: dict[str, Any] = {"labels": list(labels.names)}
     predictions = {}
     for split in SPLITS:
         frame = pd.read_parquet(split_dir / f"{split}.parquet")
         start = time.perf_counter()
-        probs = predict_proba(model, frame["input_ids"].tolist(), meta["pad_token_id"], batch_size, meta["precision"])
+        sequences = frame["input_ids"].tolist()
+        probs = predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
         seconds = time.perf_counter() - start
         predictions[split] = prediction_table(frame, probs, labels)
         split_summary: dict[str, Any] = {"n": len(frame), "samples_per_second": len(frame) / max(seconds, 1e-9)}

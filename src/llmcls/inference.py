@@ -55,3 +55,19 @@ def predict_proba(
     restored = np.empty_like(probs)
     restored[order] = probs
     return restored
+
+
+def predict_proba_parallel(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int, precision: str):
+    """predict_proba with the rows shared between the processes of `accelerate launch` (one process: all
+    rows here); every process gets all probabilities back, in input order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return predict_proba(model, sequences, pad_id, batch_size, precision)
+    with state.split_between_processes(list(range(len(sequences)))) as mine:
+        probs = predict_proba(model, [sequences[i] for i in mine], pad_id, batch_size, precision)
+        parts = gather_object([(list(mine), probs)])
+    rows = {i: p for indices, part in parts for i, p in zip(indices, part, strict=True)}
+    return np.stack([rows[i] for i in range(len(sequences))])

@@ -1,11 +1,14 @@
-"""Sequence-classification models over a base LLM: LoRA adapters (peft) or full fine-tuning.
+"""Sequence-classification models over a base LLM: LoRA / QLoRA adapters (peft) or full fine-tuning, with
+the model's own linear score head or an MLP head.
 
-The classifier folder is self-describing: adapter or weights, tokenizer, `labels.json` and `llmcls.json`
-(the resolved params, the base model record and the precision used), so evaluate needs nothing else.
+The classifier folder is self-describing: adapter or weights (the head included), tokenizer, `labels.json`
+and `llmcls.json` (the resolved params, the base model record and the precision used), so evaluate needs
+nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,69 +16,177 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.base_model import weights_location
+from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json, write_json
-from llmcls.params import LoraParams
+from llmcls.params import ModelParams, QloraParams, TrainParams
 from llmcls.preprocessing import LabelSet
 
 META = "llmcls.json"
 LABELS = "labels.json"
+HEAD_WEIGHTS = "head.safetensors"  # the MLP head of a fully fine-tuned model (not in the base architecture)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def _base_classifier(base_dir: str | Path, labels: LabelSet, pad_token_id: int) -> torch.nn.Module:
+def head_attribute(model: torch.nn.Module) -> str:
+    """The name of the classification head: `score` for decoder LLMs, `classifier` for encoders."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name
+    raise LlmclsError(f"{type(model).__name__}: no `score` or `classifier` head to replace")
+
+
+def mlp_head(hidden: int, num_labels: int, dropout: float) -> torch.nn.Sequential:
+    """hidden -> 512 -> 256 -> classes with ReLU and dropout, Xavier-initialised (the seed-001 head)."""
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden, 512),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(512, 256),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(256, num_labels),
+    )
+    for layer in head:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    return head
+
+
+def install_head(model: torch.nn.Module, head: str, dropout: float) -> torch.nn.Module:
+    """Put the configured head (params `model.head`) on ``model``. The model's pooler still picks the last
+    non-pad token, so the head sees that token's hidden state either way."""
+    if head == "mlp":
+        name = head_attribute(model)
+        linear = getattr(model, name)
+        setattr(model, name, mlp_head(linear.in_features, linear.out_features, dropout))
+    return model
+
+
+def quantization_config(train: TrainParams):
+    """The bitsandbytes config of ``mode: qlora`` (None otherwise); stops before any loading without CUDA."""
+    if train.mode != "qlora":
+        return None
+    return bitsandbytes_config(train.qlora, "train.mode: qlora")
+
+
+def bitsandbytes_config(q: QloraParams | None, what: str, bits: int | None = None):
+    if not torch.cuda.is_available():
+        raise LlmclsError(
+            f"{what} quantises the base model with bitsandbytes, which needs a CUDA GPU, and this machine has none."
+            " Use train.mode: lora (the same adapter over an unquantised base) or run on a GPU."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise LlmclsError(f"{what} needs bitsandbytes: pip install bitsandbytes") from err
+    from transformers import BitsAndBytesConfig
+
+    bits = bits or q.bits
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type if q else "nf4",
+        bnb_4bit_use_double_quant=q.double_quant if q else True,
+        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if q else torch.bfloat16,
+    )
+
+
+def _base_classifier(
+    base_dir: str | Path, labels: LabelSet, pad_token_id: int, head: dict[str, Any], quantization=None
+) -> torch.nn.Module:
     name, pinned = weights_location(base_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    extra: dict[str, Any] = {"dtype": torch.float32}  # fp32 master weights; reduced precision comes from autocast
+    if quantization is not None:
+        from accelerate import PartialState
+
+        compute = getattr(quantization, "bnb_4bit_compute_dtype", None) or torch.bfloat16
+        extra = {"quantization_config": quantization, "dtype": compute, "device_map": {"": PartialState().device}}
+    classifier = AutoModelForSequenceClassification.from_pretrained(
         name,
         num_labels=len(labels.names),
         id2label=labels.id2label,
         label2id=labels.label2id,
-        dtype=torch.float32,  # fp32 master weights; reduced precision comes from autocast
         attn_implementation="sdpa",  # PyTorch picks its flash / memory-efficient kernel where it can
+        **extra,
         **pinned,
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
-    model.config.pad_token_id = pad_token_id
-    return model
+    classifier.config.pad_token_id = pad_token_id
+    return install_head(classifier, head["head"], head["head_dropout"])
 
 
 def build_classifier(
-    base_dir: str | Path, labels: LabelSet, pad_token_id: int, mode: str, lora: LoraParams
+    base_dir: str | Path, labels: LabelSet, pad_token_id: int, model: ModelParams, train: TrainParams
 ) -> torch.nn.Module:
-    """A fresh classifier; call after seeding, since the score head is randomly initialised."""
-    model = _base_classifier(base_dir, labels, pad_token_id)
-    if mode == "full":
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
+    """A fresh classifier; call after seeding, since the head is randomly initialised."""
+    quantization = quantization_config(train)
+    classifier = _base_classifier(base_dir, labels, pad_token_id, dataclasses.asdict(model), quantization)
+    if train.mode == "full":
+        return classifier
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    if quantization is not None:
+        # fp32 norms and head, input grads on: what k-bit training needs to be stable.
+        classifier = prepare_model_for_kbit_training(
+            classifier,
+            use_gradient_checkpointing=train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    lora = train.lora
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,  # keeps the score head trainable and saved (modules_to_save)
+        task_type=TaskType.SEQ_CLS,  # keeps the head (score / classifier) trainable and saved: modules_to_save
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
+        bias=lora.bias,
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
     )
-    return get_peft_model(model, config)
+    return get_peft_model(classifier, config)
 
 
 def save_classifier(model, tokenizer, labels: LabelSet, meta: dict[str, Any], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
+    if meta["mode"] == "full" and meta["params"]["model"]["head"] == "mlp":
+        from safetensors.torch import save_file
+
+        head = getattr(model, head_attribute(model))
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, out_dir / HEAD_WEIGHTS)
     tokenizer.save_pretrained(out_dir)
     write_json(out_dir / LABELS, labels.to_json())
     write_json(out_dir / META, meta)
 
 
-def load_classifier(model_dir: str | Path, base_dir: str | Path) -> tuple[torch.nn.Module, LabelSet, dict[str, Any]]:
-    """Reload a saved classifier for inference (LoRA adapters merged into the base for speed)."""
+def load_classifier(
+    model_dir: str | Path, base_dir: str | Path, quantize: str | None = None
+) -> tuple[torch.nn.Module, LabelSet, dict[str, Any]]:
+    """Reload a saved classifier for inference. LoRA adapters are merged into the base for speed, unless the
+    base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate."""
     model_dir = Path(model_dir)
     meta = read_json(model_dir / META)
     labels = LabelSet.from_json(read_json(model_dir / LABELS))
+    head = meta["params"]["model"]
+    quantization = bitsandbytes_config(None, f"evaluate.quantize: {quantize}", int(quantize[0])) if quantize else None
     if meta["mode"] == "full":
+        extra = {"quantization_config": quantization} if quantization else {}
+        if meta["base_model"].get("trust_remote_code"):
+            extra["trust_remote_code"] = True
         model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation="sdpa"
+            model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra
         )
+        if head["head"] == "mlp":
+            from safetensors.torch import load_file
+
+            install_head(model, head["head"], head["head_dropout"])
+            getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
     else:
         from peft import PeftModel
 
-        base = _base_classifier(base_dir, labels, meta["pad_token_id"])
-        model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+        base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
+        model = PeftModel.from_pretrained(base, model_dir)
+        model = model if quantization else model.merge_and_unload()
     return model.eval(), labels, meta

@@ -17,9 +17,12 @@ import yaml
 
 from llmcls.errors import LlmclsError, fail_on
 
-FINE_TUNING_MODES = ("lora", "full")
+FINE_TUNING_MODES = ("lora", "qlora", "full")
+HEADS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SOURCES = ("local", "package", "hub", "kaggle")
+# One accelerate config file per strategy in configs/accelerate/ (dvc.yaml builds the path).
+LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 
 
 class SectionError(Exception):
@@ -43,6 +46,26 @@ class FetchParams:
     def __post_init__(self) -> None:
         bad = [s for s in self.sources if s not in SOURCES]
         _check([f"sources: unknown {bad}, choose from {list(SOURCES)}"] if bad or not self.sources else [])
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The base model and the classification head put on it."""
+
+    name: str
+    head: str
+    head_dropout: float
+    trust_remote_code: bool
+
+    def __post_init__(self) -> None:
+        problems = []
+        if (problem := model_problem(self.name)) is not None:
+            problems.append(f"name: {problem}")
+        if self.head not in HEADS:
+            problems.append(f"head: {self.head!r} is not one of {list(HEADS)}")
+        if not 0 <= self.head_dropout < 1:
+            problems.append(f"head_dropout: {self.head_dropout} must be in [0, 1)")
+        _check(problems)
 
 
 @dataclass(frozen=True)
@@ -105,9 +128,14 @@ class LoraParams:
     alpha: int
     dropout: float
     target_modules: tuple[str, ...] | str
+    bias: str
+    use_dora: bool
+    use_rslora: bool
 
     def __post_init__(self) -> None:
         problems = []
+        if self.bias not in ("none", "all", "lora_only"):
+            problems.append(f"bias: {self.bias!r} is not none, all or lora_only")
         if self.r < 1:
             problems.append(f"r: {self.r} must be >= 1")
         if self.alpha < 1:
@@ -116,6 +144,42 @@ class LoraParams:
             problems.append(f"dropout: {self.dropout} must be in [0, 1)")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             problems.append(f"target_modules: {self.target_modules!r} must be a list or 'all-linear'")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class QloraParams:
+    """The quantised base of ``train.mode: qlora`` (bitsandbytes, CUDA only)."""
+
+    bits: int
+    quant_type: str
+    double_quant: bool
+    compute_dtype: str
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.bits not in (4, 8):
+            problems.append(f"bits: {self.bits} is not 4 or 8")
+        if self.quant_type not in ("nf4", "fp4"):
+            problems.append(f"quant_type: {self.quant_type!r} is not nf4 or fp4")
+        if self.compute_dtype not in ("bf16", "fp16", "fp32"):
+            problems.append(f"compute_dtype: {self.compute_dtype!r} is not bf16, fp16 or fp32")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    """How dvc.yaml's `accelerate launch` runs the train stage."""
+
+    num_processes: int
+    strategy: str
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_processes < 1:
+            problems.append(f"num_processes: {self.num_processes} must be >= 1")
+        if self.strategy not in LAUNCH_STRATEGIES:
+            problems.append(f"strategy: {self.strategy!r} is not one of {list(LAUNCH_STRATEGIES)}")
         _check(problems)
 
 
@@ -137,7 +201,13 @@ class TrainParams:
     group_by_length: bool
     precision: str
     torch_compile: bool
+    gradient_checkpointing: bool
+    class_weights: str | dict[str, float] | None
+    label_smoothing: float
+    early_stopping_patience: int | None
+    launch: LaunchParams
     lora: LoraParams
+    qlora: QloraParams
 
     def __post_init__(self) -> None:
         problems = []
@@ -160,21 +230,33 @@ class TrainParams:
             problems.append(f"metric_for_best: {self.metric_for_best!r} is not accuracy, f1_macro or log_loss")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            problems.append(f"class_weights: {self.class_weights!r} is not balanced, a mapping label: weight or null")
+        if isinstance(self.class_weights, dict) and any(w <= 0 for w in self.class_weights.values()):
+            problems.append("class_weights: every weight must be > 0")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing: {self.label_smoothing} must be in [0, 1)")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            problems.append(f"early_stopping_patience: {self.early_stopping_patience} must be >= 1 or null")
         _check(problems)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
+    quantize: str | None
 
     def __post_init__(self) -> None:
-        _check([f"batch_size: {self.batch_size} must be >= 1"] if self.batch_size < 1 else [])
+        problems = [f"batch_size: {self.batch_size} must be >= 1"] if self.batch_size < 1 else []
+        if self.quantize not in (None, "8bit", "4bit"):
+            problems.append(f"quantize: {self.quantize!r} is not 8bit, 4bit or null")
+        _check(problems)
 
 
 @dataclass(frozen=True)
 class Params:
     dataset: str
-    model: str
+    model: ModelParams
     fetch: FetchParams
     custom: CustomParams
     preprocess: PreprocessParams
@@ -183,20 +265,24 @@ class Params:
     evaluate: EvaluateParams
 
     def __post_init__(self) -> None:
-        _check(choice_problems(self.dataset, self.model, self.custom.train_path))
+        _check(choice_problems(self.dataset, self.custom.train_path))
 
 
-def choice_problems(dataset: Any, model: Any, custom_train_path: Any) -> list[str]:
-    """Problems with the top-level choices: the dataset and model names."""
-    from llmcls.catalog import dataset_names, model_problem
+def model_problem(name: str) -> str | None:
+    from llmcls import catalog
+
+    return catalog.model_problem(name)
+
+
+def choice_problems(dataset: Any, custom_train_path: Any) -> list[str]:
+    """Problems with the top-level choice of dataset."""
+    from llmcls.catalog import dataset_names
 
     problems = []
     if dataset not in dataset_names():
         problems.append(f"dataset: unknown {dataset!r}, choose from {dataset_names()}")
     if dataset == "custom" and not custom_train_path:
         problems.append("custom.train_path: required when dataset is 'custom'")
-    if isinstance(model, str) and (problem := model_problem(model)):
-        problems.append(f"model: {problem}")
     return problems
 
 
@@ -241,8 +327,9 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             problems.append(f"{key}: {value!r} is not of type {getattr(hint, '__name__', hint)}")
     if len(kwargs) < len(fields) or any(v is None and dataclasses.is_dataclass(hints[k]) for k, v in kwargs.items()):
         return None
-    if isinstance(kwargs.get("class_quota"), dict):
-        kwargs["class_quota"] = {str(k): v for k, v in kwargs["class_quota"].items()}
+    for name in ("class_quota", "class_weights"):  # YAML may read labels such as 0 / 1 as ints
+        if isinstance(kwargs.get(name), dict):
+            kwargs[name] = {str(k): v for k, v in kwargs[name].items()}
     try:
         return cls(**kwargs)
     except SectionError as err:
@@ -258,9 +345,7 @@ def parse_params(data: Any, source: str = "params.yaml") -> Params:
         # A section failed, so Params.__post_init__ never ran: still report bad top-level choices.
         custom = data.get("custom")
         train_path = custom.get("train_path") if isinstance(custom, dict) else None
-        problems.extend(
-            p for p in choice_problems(data.get("dataset"), data.get("model"), train_path) if p not in problems
-        )
+        problems.extend(p for p in choice_problems(data.get("dataset"), train_path) if p not in problems)
     fail_on(problems, f"{source} is invalid")
     return params
 

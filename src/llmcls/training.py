@@ -18,13 +18,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from llmcls.base_model import load_tokenizer
 from llmcls.devices import enable_fast_matmul, resolve_precision, use_all_cpu_cores
+from llmcls.errors import LlmclsError
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
-from llmcls.modeling import build_classifier, save_classifier
+from llmcls.modeling import build_classifier, quantization_config, save_classifier
 from llmcls.outputs import read_json, remove, write_json
 from llmcls.params import Params
 from llmcls.preprocessing import LabelSet
@@ -62,13 +70,41 @@ def to_dataset(frame: pd.DataFrame):
     )
 
 
+def class_weight_vector(setting: str | dict[str, float] | None, labels: LabelSet, train_ids) -> list[float] | None:
+    """Per-class loss weights in label-id order: 'balanced' is n / (k * count_c), a mapping names them."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(train_ids), minlength=len(labels.names)).astype(float)
+        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+    unknown = sorted(set(setting) - set(labels.names))
+    if unknown:
+        raise LlmclsError(f"params.yaml train.class_weights: {unknown} are not labels of this dataset {labels.names}")
+    return [float(setting.get(name, 1.0)) for name in labels.names]
+
+
+def weighted_loss(weights: list[float] | None, smoothing: float):
+    """A Trainer ``compute_loss_func``: cross-entropy with class weights and label smoothing, summed and
+    divided by the examples of the whole (accumulated, all-process) batch, as the Trainer expects."""
+    weight = torch.tensor(weights, dtype=torch.float32) if weights else None
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"].float()
+        w = weight.to(logits.device) if weight is not None else None
+        total = torch.nn.functional.cross_entropy(logits, labels, weight=w, label_smoothing=smoothing, reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else len(labels))
+
+    return loss
+
+
 def compute_metrics(eval_pred) -> dict[str, float]:
     return summary_metrics(eval_pred.label_ids, softmax(np.asarray(eval_pred.predictions, dtype=np.float64)))
 
 
 def fingerprint(params: Params, split_dir: Path, base_dir: Path) -> str:
     """What a checkpoint must match to be resumed: the train-relevant params and the input data."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(params.train), sort_keys=True).encode())
+    settings = {"train": dataclasses.asdict(params.train), "model": dataclasses.asdict(params.model)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in sorted([*split_dir.glob("*"), base_dir / "llmcls_base.json"]):
         if path.is_file():
             digest.update(path.read_bytes())
@@ -116,6 +152,8 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         torch_compile=t.torch_compile,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
@@ -125,7 +163,14 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
 
 
 def make_trainer(
-    model, args: TrainingArguments, tokenizer, train: pd.DataFrame, val: pd.DataFrame, collator=None, callbacks=()
+    model,
+    args: TrainingArguments,
+    tokenizer,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    collator=None,
+    callbacks=(),
+    loss_func=None,
 ) -> Trainer:
     """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row."""
     return Trainer(
@@ -137,6 +182,7 @@ def make_trainer(
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
+        compute_loss_func=loss_func,
     )
 
 
@@ -144,6 +190,7 @@ def train_classifier(
     params: Params, split_dir: Path, base_dir: Path, model_dir: Path, live_dir: Path, checkpoint_dir: Path
 ) -> dict[str, Any]:
     """Fine-tune on the train split, pick the best checkpoint on val, save it to ``model_dir``."""
+    quantization_config(params.train)  # qlora without CUDA / bitsandbytes stops here, before loading anything
     set_seed(params.train.seed)
     enable_fast_matmul()
     tokenizer = load_tokenizer(base_dir)
@@ -152,7 +199,13 @@ def train_classifier(
     # Evaluation walks val in order: sorted by length, its batches carry almost no padding.
     val = pd.read_parquet(split_dir / "val.parquet").sort_values("length", ascending=False, kind="stable")
     precision = resolve_precision(params.train.precision)
-    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.train.mode, params.train.lora)
+    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
+    t = params.train
+    weights = class_weight_vector(t.class_weights, labels, train["label_id"])
+    loss_func = weighted_loss(weights, t.label_smoothing) if weights or t.label_smoothing else None
+    callbacks: list[TrainerCallback] = []
+    if t.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
 
     stamp = fingerprint(params, split_dir, base_dir)
     resume = resumable_checkpoint(checkpoint_dir, stamp)
@@ -167,7 +220,8 @@ def train_classifier(
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume is not None)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
-    trainer = make_trainer(model, args, tokenizer, train, val, callbacks=[LiveMetrics(live)])
+    callbacks.insert(0, LiveMetrics(live))
+    trainer = make_trainer(model, args, tokenizer, train, val, callbacks=callbacks, loss_func=loss_func)
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -180,9 +234,13 @@ def train_classifier(
         else None,
         f"best_val_{params.train.metric_for_best}": state.best_metric,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "precision": precision,
         "world_size": args.world_size,
         "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "steps": state.global_step,
+        "stopped_early": state.global_step < state.max_steps,
+        "class_weights": weights,
     }
     if trainer.is_world_process_zero():
         meta = {
