@@ -127,7 +127,11 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
         write_params(
             tmp_path,
             dataset="arena",
-            **{"model.name": str(tiny_model_dir), "fetch.local_dir": str(tmp_path / "shared"), "preprocess.max_length": 128},
+            **{
+                "model.name": str(tiny_model_dir),
+                "fetch.local_dir": str(tmp_path / "shared"),
+                "preprocess.max_length": 128,
+            },
         )
     )
     result = run_until_preprocess(params)

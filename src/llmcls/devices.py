@@ -34,11 +34,17 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-def is_main_process() -> bool:
-    """True in a plain run and in the first process of `accelerate launch`."""
+def process_state():
+    """accelerate's view of this process. Without CUDA it must be asked for CPU explicitly, or each process
+    of `ACCELERATE_USE_CPU=1 accelerate launch` believes it is alone (measured: "rank 0 of 1" twice)."""
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    """True in a plain run and in the first process of `accelerate launch`."""
+    return process_state().is_main_process
 
 
 def use_all_cpu_cores(local_processes: int = 1) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from llmcls.devices import enable_fast_matmul
+from llmcls.devices import enable_fast_matmul, process_state
 from llmcls.inference import predict_proba_parallel
 from llmcls.metrics import full_report
 from llmcls.modeling import load_classifier
@@ -33,12 +33,10 @@ def evaluate_classifier(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Return (summary metrics, full report, predictions) for the val and test splits. Under
     `accelerate launch` with several processes, the rows are shared out and every process gets the result."""
-    from accelerate import PartialState
-
     enable_fast_matmul()
     model, labels, meta = load_classifier(model_dir, base_dir, quantize)
     if not quantize:  # a quantised model was placed on its device when loaded
-        model.to(PartialState().device)
+        model.to(process_state().device)
     summary: dict[str, Any] = {}
     report: dict[str, Any] = {"labels": list(labels.names)}
     predictions = {}

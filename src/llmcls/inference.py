@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from accelerate.utils import find_executable_batch_size
 
-from llmcls.devices import autocast_dtype
+from llmcls.devices import autocast_dtype, process_state
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -60,10 +60,9 @@ def predict_proba(
 def predict_proba_parallel(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int, precision: str):
     """predict_proba with the rows shared between the processes of `accelerate launch` (one process: all
     rows here); every process gets all probabilities back, in input order."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = process_state()
     if state.num_processes == 1:
         return predict_proba(model, sequences, pad_id, batch_size, precision)
     with state.split_between_processes(list(range(len(sequences)))) as mine:

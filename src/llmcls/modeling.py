@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.base_model import weights_location
+from llmcls.devices import process_state
 from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json, write_json
 from llmcls.params import ModelParams, QloraParams, TrainParams
@@ -99,10 +100,8 @@ def _base_classifier(
     name, pinned = weights_location(base_dir)
     extra: dict[str, Any] = {"dtype": torch.float32}  # fp32 master weights; reduced precision comes from autocast
     if quantization is not None:
-        from accelerate import PartialState
-
         compute = getattr(quantization, "bnb_4bit_compute_dtype", None) or torch.bfloat16
-        extra = {"quantization_config": quantization, "dtype": compute, "device_map": {"": PartialState().device}}
+        extra = {"quantization_config": quantization, "dtype": compute, "device_map": {"": process_state().device}}
     classifier = AutoModelForSequenceClassification.from_pretrained(
         name,
         num_labels=len(labels.names),

@@ -180,6 +180,8 @@ class LaunchParams:
             problems.append(f"num_processes: {self.num_processes} must be >= 1")
         if self.strategy not in LAUNCH_STRATEGIES:
             problems.append(f"strategy: {self.strategy!r} is not one of {list(LAUNCH_STRATEGIES)}")
+        if self.strategy == "single" and self.num_processes != 1:
+            problems.append(f"num_processes: {self.num_processes} processes need strategy ddp, deepspeed-* or fsdp")
         _check(problems)
 
 

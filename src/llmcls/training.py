@@ -26,7 +26,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmcls.base_model import load_tokenizer
 from llmcls.devices import enable_fast_matmul, resolve_precision, use_all_cpu_cores
@@ -112,11 +111,21 @@ def fingerprint(params: Params, split_dir: Path, base_dir: Path) -> str:
 
 
 def resumable_checkpoint(checkpoint_dir: Path, stamp: str) -> str | None:
-    """The last checkpoint of an interrupted run with the same fingerprint; otherwise start clean."""
+    """The last complete checkpoint of an interrupted run with the same fingerprint; otherwise start clean.
+
+    The Trainer writes trainer_state.json last, so a checkpoint without it was cut short by the kill: it is
+    removed and the one before it is resumed.
+    """
     if checkpoint_dir.is_dir():
         saved = checkpoint_dir / FINGERPRINT
         if saved.is_file() and read_json(saved).get("fingerprint") == stamp:
-            return get_last_checkpoint(str(checkpoint_dir))
+            complete = []
+            for folder in checkpoint_dir.glob("checkpoint-*"):
+                if (folder / "trainer_state.json").is_file():
+                    complete.append(folder)
+                else:
+                    shutil.rmtree(folder)
+            return str(max(complete, key=lambda f: int(f.name.split("-")[-1]))) if complete else None
         shutil.rmtree(checkpoint_dir)
     return None
 
@@ -152,8 +161,8 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         torch_compile=t.torch_compile,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
