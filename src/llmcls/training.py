@@ -211,7 +211,9 @@ def train_classifier(
     model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
     t = params.train
     weights = class_weight_vector(t.class_weights, labels, train["label_id"])
-    loss_func = weighted_loss(weights, t.label_smoothing) if weights or t.label_smoothing else None
+    # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
+    # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
+    loss_func = weighted_loss(weights, t.label_smoothing)
     callbacks: list[TrainerCallback] = []
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))

@@ -1,0 +1,99 @@
+"""The real train stage with two gloo processes on CPU, and a train stage killed mid-run then resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BIN, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+from safetensors.numpy import load_file
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_dvc_project(project, tiny_model_dir, **overrides):
+    sentiment_frame(30).rename(columns={"sentence": "review"}).to_csv(project / "reviews.csv", index=False)
+    custom = {"dataset": "custom", "custom.train_path": "reviews.csv", "custom.text_columns": ["review"]}
+    write_params(project, **(tiny_train_overrides(tiny_model_dir) | custom | overrides))
+    commit_all(project)
+    return project
+
+
+def eval_metrics(project):
+    """The quality metrics of evaluate (its timings and memory differ run to run)."""
+    metrics = json.loads((project / "metrics" / "eval.json").read_text())
+    return {
+        split: {k: v for k, v in metrics[split].items() if k not in ("samples_per_second",)}
+        for split in ("val", "test")
+    }
+
+
+def test_two_processes_match_one_with_the_same_global_batch(project_copy, tiny_model_dir):
+    # 32 training rows, global batch 8: one process x 8 rows, or two x 4. With the same seed both draw the same
+    # permutation; accelerate hands batch 2k to rank 0 and 2k+1 to rank 1, so each step sees the same 8 rows and
+    # DDP's mean of the two 4-row mean gradients is the 8-row mean. Only float summation order differs.
+    project = tiny_dvc_project(
+        project_copy,
+        tiny_model_dir,
+        **{
+            "split.train_size": 32,
+            "train.max_steps": 8,
+            "train.eval_steps": 4,
+            "train.group_by_length": False,  # its megabatches are sized per process
+            "train.lora.dropout": 0.0,  # dropout masks come from per-process RNG streams
+        },
+    )
+    run(["dvc", "repro"], project)
+    one = eval_metrics(project)
+    one_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
+
+    changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.batch_size=4"]
+    exp = run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], project, env={"ACCELERATE_USE_CPU": "1"})
+    assert "--config_file configs/accelerate/ddp.yaml --num_processes 2" in exp.stdout
+    two = eval_metrics(project)
+    meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
+    assert meta["training"]["world_size"] == 2 and meta["training"]["global_batch_size"] == 8
+    assert meta["training"]["steps"] == 8
+    two_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
+    assert one_adapter.keys() == two_adapter.keys()
+    for key in one_adapter:  # the saved adapter is the trained one, not one rank's partial state
+        np.testing.assert_allclose(one_adapter[key], two_adapter[key], atol=1e-4, rtol=1e-3)
+    for split in ("val", "test"):
+        assert one[split]["accuracy"] == two[split]["accuracy"]
+        assert abs(one[split]["log_loss"] - two[split]["log_loss"]) < 1e-4
+
+
+def test_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(project_copy, tiny_model_dir):
+    project = tiny_dvc_project(
+        project_copy, tiny_model_dir, **{"train.max_steps": 60, "train.eval_steps": 5, "train.batch_size": 4}
+    )
+    run(["dvc", "repro", "split"], project)
+    env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]}
+    first = subprocess.Popen(
+        ["dvc", "repro", "train"], cwd=project, env=env, start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    checkpoints = project / "models" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints / "checkpoint-5" / "trainer_state.json").is_file():
+        assert first.poll() is None and time.time() < deadline, "train ended before its first checkpoint"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole stage: dvc, accelerate and the training process
+    first.wait()
+    if (project / "models" / "classifier" / "llmcls.json").is_file():
+        pytest.skip("the stage finished before the kill landed; nothing was interrupted")
+
+    resumed = run(["dvc", "repro"], project)
+    assert "llmcls: resuming from checkpoint" in resumed.stdout + resumed.stderr
+    after_resume = eval_metrics(project)
+    curve = pd.read_csv(project / "metrics" / "train" / "plots" / "metrics" / "eval" / "accuracy.tsv", sep="\t")
+
+    run(["rm", "-rf", "models/checkpoints"], project)  # no checkpoint: the same stage trains from step 0
+    fresh = run(["dvc", "repro", "-f", "train", "evaluate"], project)
+    assert "resuming" not in fresh.stdout + fresh.stderr
+    assert eval_metrics(project) == after_resume
+    steps = curve["step"].tolist()
+    assert steps == sorted(set(steps)) and steps[-1] == 60  # the resumed curve continues, without duplicates
