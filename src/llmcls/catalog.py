@@ -48,7 +48,7 @@ class ModelSpec:
     name: str
     description: str = ""
     hub_id: str | None = None
-    gguf: dict[str, str] = field(default_factory=dict)
+    gguf: dict[str, Any] = field(default_factory=dict)
     local_dir: str | None = None
 
 
