@@ -1,7 +1,7 @@
 """Throughput of llmcls's train and evaluate paths against a seed-style loop, on the same model and data.
 
     dvc repro split fetch_model                     # the default params: SST-2, prompt-wrapped, 2,000 sentences
-    python benchmarks/throughput.py --steps 30 --repeats 3
+    python benchmarks/throughput.py --steps 20 --repeats 3 --accuracy-steps 60
 
 (a) seed-style: HF Trainer defaults (random order, no grouping), every batch padded to `--pad-to` tokens,
     fp32; evaluation in dataset order, padded the same way, under `torch.no_grad`, batch = train batch.
@@ -36,6 +36,7 @@ from typing import Any
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("seed-style", "llmcls")
 
 
 class CountingCollator:
@@ -199,11 +200,19 @@ def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--steps", default=25, show_default=True, help="optimizer steps each variant trains")
 @click.option("--repeats", default=3, show_default=True, help="runs of both variants, for min / median / max")
+@click.option(
+    "--accuracy-steps",
+    default=0,
+    show_default=True,
+    help="also train both this many steps and compare validation accuracy (0: compare after --steps only)",
+)
 @click.option("--pad-to", default=128, show_default=True, help="the seed-style padding width (max_length)")
 @click.option("--local-dir", default="../shared/datasets", show_default=True, help="SST-2 for the tiny dvc run")
 @click.option("--skip-dvc", is_flag=True, help="do not time DVC")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="also write every number here")
-def main(split_dir, base_dir, params_path, steps, repeats, pad_to, local_dir, skip_dvc, json_out) -> None:
+def main(
+    split_dir, base_dir, params_path, steps, repeats, accuracy_steps, pad_to, local_dir, skip_dvc, json_out
+) -> None:
     runs = []
     for repeat in range(repeats):
         pair = {
@@ -225,6 +234,12 @@ def main(split_dir, base_dir, params_path, steps, repeats, pad_to, local_dir, sk
     click.echo(f"  train samples/s: {spread(train_ratio)}x")
     click.echo(f"  eval  samples/s: {spread(eval_ratio)}x")
     summary: dict[str, Any] = {"steps": steps, "runs": runs, "train_ratio": train_ratio, "eval_ratio": eval_ratio}
+    if accuracy_steps:
+        # A few steps leave both near chance; accuracy is compared where training has converged somewhat.
+        pair = {v: in_fresh_process(v, split_dir, base_dir, params_path, accuracy_steps, pad_to) for v in VARIANTS}
+        summary["accuracy_run"] = pair
+        shown = ", ".join(f"{v} {r['val_accuracy']:.4f}" for v, r in pair.items())
+        click.echo(f"val accuracy after {accuracy_steps} steps: {shown}")
     if not skip_dvc:
         summary["dvc"] = dvc_overhead(Path(base_dir), Path(local_dir))
         d = summary["dvc"]
