@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from llmcls.base_model import load_tokenizer
-from llmcls.devices import enable_fast_matmul, resolve_precision, use_all_cpu_cores
+from llmcls.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.errors import LlmclsError
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
 from llmcls.modeling import build_classifier, quantization_config, save_classifier
@@ -219,7 +219,10 @@ def train_classifier(
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
 
     stamp = fingerprint(params, split_dir, base_dir)
-    resume = resumable_checkpoint(checkpoint_dir, stamp)
+    # The main process inspects (and may clean) the checkpoint folder first; the others then read what it left,
+    # so every rank agrees on the checkpoint (two ranks deleting the same folder at once crashed DDP).
+    with process_state().main_process_first():
+        resume = resumable_checkpoint(checkpoint_dir, stamp)
     args = training_arguments(params, checkpoint_dir, precision)
     use_all_cpu_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     live = None
