@@ -215,9 +215,7 @@ def main(
 ) -> None:
     runs = []
     for repeat in range(repeats):
-        pair = {
-            v: in_fresh_process(v, split_dir, base_dir, params_path, steps, pad_to) for v in ("seed-style", "llmcls")
-        }
+        pair = {v: in_fresh_process(v, split_dir, base_dir, params_path, steps, pad_to) for v in VARIANTS}
         runs.append(pair)
         for variant, r in pair.items():
             click.echo(

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.base_model import weights_location
-from llmcls.devices import process_state
+from llmcls.devices import autocast_dtype, process_state
 from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json, write_json
 from llmcls.params import ModelParams, QloraParams, TrainParams
@@ -25,7 +25,6 @@ from llmcls.preprocessing import LabelSet
 META = "llmcls.json"
 LABELS = "labels.json"
 HEAD_WEIGHTS = "head.safetensors"  # the MLP head of a fully fine-tuned model (not in the base architecture)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def head_attribute(model: torch.nn.Module) -> str:
@@ -71,7 +70,7 @@ def quantization_config(train: TrainParams):
     return bitsandbytes_config(train.qlora, "train.mode: qlora")
 
 
-def bitsandbytes_config(q: QloraParams | None, what: str, bits: int | None = None):
+def bitsandbytes_config(q: QloraParams, what: str):
     if not torch.cuda.is_available():
         raise LlmclsError(
             f"{what} quantises the base model with bitsandbytes, which needs a CUDA GPU, and this machine has none."
@@ -83,14 +82,13 @@ def bitsandbytes_config(q: QloraParams | None, what: str, bits: int | None = Non
         raise LlmclsError(f"{what} needs bitsandbytes: pip install bitsandbytes") from err
     from transformers import BitsAndBytesConfig
 
-    bits = bits or q.bits
-    if bits == 8:
+    if q.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=q.quant_type if q else "nf4",
-        bnb_4bit_use_double_quant=q.double_quant if q else True,
-        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if q else torch.bfloat16,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=autocast_dtype(q.compute_dtype) or torch.float32,
     )
 
 
@@ -169,7 +167,10 @@ def load_classifier(
     meta = read_json(model_dir / META)
     labels = LabelSet.from_json(read_json(model_dir / LABELS))
     head = meta["params"]["model"]
-    quantization = bitsandbytes_config(None, f"evaluate.quantize: {quantize}", int(quantize[0])) if quantize else None
+    quantization = None
+    if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
+        settings = QloraParams(**(meta["params"]["train"]["qlora"] | {"bits": int(quantize[0])}))
+        quantization = bitsandbytes_config(settings, f"evaluate.quantize: {quantize}")
     if meta["mode"] == "full":
         extra = {"quantization_config": quantization} if quantization else {}
         if meta["base_model"].get("trust_remote_code"):
