@@ -1,7 +1,8 @@
 """dvc repro evaluate — accuracy, macro P/R/F1, log loss, per-class report and confusion matrix on val and test.
 
 Writes the metrics DVC compares (metrics/eval.json), the full report, and per-example predictions whose
-`label` / `predicted` columns feed the confusion-matrix plots in dvc.yaml.
+`label` / `predicted` columns feed the confusion-matrix plots in dvc.yaml. On a pairwise dataset with
+evaluate.swap_tta, each row is also scored with responses A and B swapped and the two are averaged.
 """
 
 from pathlib import Path
@@ -10,8 +11,8 @@ import click
 
 from llmcls.devices import is_main_process
 from llmcls.evaluation import evaluate_classifier
-from llmcls.outputs import write_csv, write_json
 from llmcls.params import load_params
+from llmcls.scoring import shown_metrics, write_evaluation
 from llmcls.stage import params_option, stage
 
 PathDir = click.Path(file_okay=False, path_type=Path)
@@ -30,16 +31,16 @@ PathFile = click.Path(dir_okay=False, path_type=Path)
 def main(params_path, split_dir, base, model_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)
     settings = params.evaluate
-    summary, full, tables = evaluate_classifier(model_dir, base, split_dir, settings.batch_size, settings.quantize)
+    summary, full, tables = evaluate_classifier(
+        model_dir, base, split_dir, settings.batch_size, settings.quantize, settings.swap_tta
+    )
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
         return
-    for split, table in tables.items():
-        write_csv(predictions / f"{split}.csv", table)
-    write_json(report, full)
-    write_json(metrics, summary)
+    write_evaluation(summary, full, tables, metrics, report, predictions)
+    click.echo(shown_metrics(summary))
     for split in tables:
-        shown = {k: round(v, 4) for k, v in summary[split].items() if isinstance(v, float)}
-        click.echo(f"evaluate: {split}: {shown}")
+        if "without_tta" in summary[split]:
+            click.echo(f"{split} without A/B-swap TTA: {summary[split]['without_tta']}")
 
 
 if __name__ == "__main__":

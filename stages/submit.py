@@ -2,7 +2,7 @@
 
 Columns: the dataset's id column, then one probability per class (Chatbot Arena:
 id,winner_model_a,winner_model_b,winner_tie). Checked before writing: every test id once, probabilities
-in [0, 1] summing to 1.
+in [0, 1] summing to 1. `submit.model` picks whose predictions: the LLM's, the baseline's or the ensemble's.
 """
 
 from pathlib import Path
@@ -16,22 +16,27 @@ from llmcls.params import load_params
 from llmcls.stage import params_option, stage
 from llmcls.submission import build_submission, check_submission
 
+PathFile = click.Path(dir_okay=False, path_type=Path)
+
 
 @click.command()
 @params_option
 @click.option("--split", "split_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--llm", type=PathFile, required=True, help="the LLM's test predictions")
+@click.option("--baseline", type=PathFile, required=True, help="the baseline's test predictions")
+@click.option("--ensemble", type=PathFile, required=True, help="the ensemble's test predictions")
+@click.option("--out", type=PathFile, required=True)
 @stage
-def main(params_path: str, split_dir: Path, predictions: Path, out: Path) -> None:
+def main(params_path: str, split_dir: Path, llm: Path, baseline: Path, ensemble: Path, out: Path) -> None:
     params = load_params(params_path)
+    predictions = {"llm": llm, "baseline": baseline, "ensemble": ensemble}[params.submit.model]
     id_column = dataset_spec(params.dataset, params.custom).id_column or "id"
     labels = read_json(split_dir / "labels.json")["labels"]
     table = build_submission(pd.read_csv(predictions, dtype={"id": str}), labels, id_column)
     expected = pd.read_parquet(split_dir / "test.parquet", columns=["id"])["id"].astype(str).tolist()
     check_submission(table, expected, id_column)
     write_csv(out, table)
-    click.echo(f"submit: {len(table)} rows, columns {list(table.columns)} -> {out}")
+    click.echo(f"submit: {params.submit.model}'s {len(table)} rows, columns {list(table.columns)} -> {out}")
 
 
 if __name__ == "__main__":

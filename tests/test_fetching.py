@@ -118,3 +118,19 @@ def test_real_r8_and_arena_from_the_shared_folder(tmp_path):
     assert record["rows"] == {"train": 5485, "test": 2189}
     record = fetch_dataset(dataset_spec("arena"), local(SHARED), tmp_path / "arena")
     assert record["rows"] == {"train": 100, "test": 3}
+
+
+def test_queued_experiment_reads_local_dir_relative_to_the_project(tmp_path, monkeypatch):
+    """`dvc queue start` runs in <project>/.dvc/tmp/exps/<tmp>/; ../datasets is beside the project."""
+    from llmcls.fetching import project_dir
+
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    assert project_dir(copy) == project and project_dir(project) == project
+    write_sst2(tmp_path / "datasets")
+    monkeypatch.chdir(copy)
+    record = fetch_dataset(dataset_spec("sst2"), local("../datasets"), copy / "data" / "raw")
+    assert record["source"] == "local" and record["rows"] == {"train": 10, "test": 4}
+    assert record["files"]["train"] == "../datasets/sst2/train.tsv"  # as params give it, from any copy
+    assert set(record["sha256"]) == {"train", "test"}

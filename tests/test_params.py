@@ -55,6 +55,12 @@ def test_all_problems_reported_together():
         ({"split.class_quota": -3}, "split.class_quota: -3 must be a positive int"),
         ({"train.learnign_rate": 0.1}, "train.learnign_rate: unknown key"),
         ({"dataset": "custom"}, "custom.train_path: required when dataset is 'custom'"),
+        ({"baseline.C": 0}, "baseline.C: 0 must be > 0"),
+        ({"baseline.word_ngrams": [2, 1]}, "baseline.word_ngrams: [2, 1] must be [lowest, highest]"),
+        ({"baseline.class_weight": "auto"}, "baseline.class_weight: 'auto' is not null or 'balanced'"),
+        ({"ensemble.llm_weight": 1.5}, "ensemble.llm_weight: 1.5 must be in [0, 1] or 'fit'"),
+        ({"ensemble.llm_weight": "best"}, "ensemble.llm_weight: 'best' must be in [0, 1] or 'fit'"),
+        ({"submit.model": "tfidf"}, "submit.model: 'tfidf' is not one of ['llm', 'baseline', 'ensemble']"),
     ],
 )
 def test_bad_value_names_its_key(changes, expected):

@@ -9,7 +9,7 @@ from conftest import SHARED, commit_all, run, sentiment_frame, tiny_train_overri
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "submit"]
+STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"]
 
 
 @pytest.fixture
@@ -37,6 +37,9 @@ def test_repro_then_noop_then_experiments(tiny_project):
     metrics = json.loads((tiny_project / "metrics" / "eval.json").read_text())
     assert {"val", "test"} <= set(metrics) and 0 <= metrics["test"]["accuracy"] <= 1
     assert {"accuracy", "f1_macro", "log_loss", "f1_per_class"} <= set(metrics["test"])
+    for system in ("baseline", "ensemble"):  # the classical reference and the blend, scored alike
+        other = json.loads((tiny_project / "metrics" / system / "eval.json").read_text())
+        assert 0 <= other["test"]["accuracy"] <= 1 and other["test"]["n"] == metrics["test"]["n"]
     submission = pd.read_csv(tiny_project / "data" / "submission.csv")
     assert list(submission.columns) == ["id", "0", "1"]
     assert (tiny_project / "models" / "classifier" / "llmcls.json").is_file()
@@ -104,3 +107,7 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-6
     record = json.loads((project_copy / "data" / "raw" / "source.json").read_text())
     assert record["source"] == "local"
+    # A/B-swap TTA is on by default: val is scored both ways and the plain numbers are kept beside.
+    metrics = json.loads((project_copy / "metrics" / "eval.json").read_text())
+    assert {"accuracy", "f1_macro", "log_loss"} == set(metrics["val"]["without_tta"])
+    assert json.loads((project_copy / "data" / "split" / "labels.json").read_text())["swap_permutation"] == [1, 0, 2]

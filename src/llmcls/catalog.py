@@ -34,6 +34,7 @@ class DatasetSpec:
     label_names: dict[Any, str] = field(default_factory=dict)
     class_labels: dict[str, str] = field(default_factory=dict)
     json_list_fields: tuple[str, ...] = ()
+    swap: dict[str, Any] = field(default_factory=dict)
 
     @property
     def raw_columns(self) -> list[str]:

@@ -37,19 +37,40 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def project_dir(cwd: Path | None = None) -> Path:
+    """The project folder that relative params paths are read against, also from a queued experiment.
+
+    `dvc queue start` runs each experiment in a copy at <project>/.dvc/tmp/exps/<tmp>/; a folder beside the
+    project (such as ../shared/datasets) is beside the project, not beside that copy.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def _on_disk(spec: DatasetSpec, recorded: str) -> Path:
+    """Where a recorded file is: custom ones in this (possibly queued) copy, the rest against the project."""
+    return Path(recorded) if spec.name == CUSTOM else project_dir() / recorded
+
+
 def _from_local(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
     if not spec.local:
         raise SourceUnavailable("no local files are registered for this dataset")
-    # Custom paths are relative to the project; registered ones to fetch.local_dir.
+    # Custom paths are relative to the project (git-tracked, so in a queued copy too); registered ones to
+    # fetch.local_dir. The record keeps the paths as params give them, so it is the same from any copy.
     root = Path(".") if spec.name == CUSTOM else Path(params.local_dir)
-    files = {split: root / rel for split, rel in spec.local.items()}
-    absent = [str(p) for p in files.values() if not p.is_file()]
+    named = {split: root / rel for split, rel in spec.local.items()}
+    files = {split: _on_disk(spec, str(path)) for split, path in named.items()}  # an absolute path stays as it is
+    absent = [str(files[split]) for split in named if not files[split].is_file()]
     if absent:
         if spec.name == CUSTOM:
             raise LlmclsError(f"custom dataset: file not found: {', '.join(absent)}")
         raise SourceUnavailable(f"not found: {', '.join(absent)}")
-    return {split: read_table(path, spec.read) for split, path in files.items()}, {
-        split: str(path) for split, path in files.items()
+    return {split: read_table(files[split], spec.read) for split in named}, {
+        split: str(path) for split, path in named.items()
     }
 
 
@@ -147,7 +168,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path) -
             "dataset": spec.name,
             "source": name,
             "files": files,
-            "sha256": {s: sha256(f) for s, f in files.items() if Path(f).is_file()},
+            "sha256": {s: sha256(p) for s, f in files.items() if (p := _on_disk(spec, f)).is_file()},
             "rows": {s: len(f) for s, f in splits.items()},
         }
         with staged_dir(out_dir) as tmp:

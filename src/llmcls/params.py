@@ -23,6 +23,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SOURCES = ("local", "package", "hub", "kaggle")
 # One accelerate config file per strategy in configs/accelerate/ (dvc.yaml builds the path).
 LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
+SUBMITTERS = ("llm", "baseline", "ensemble")
 
 
 class SectionError(Exception):
@@ -247,12 +248,62 @@ class TrainParams:
 class EvaluateParams:
     batch_size: int
     quantize: str | None
+    swap_tta: bool
 
     def __post_init__(self) -> None:
         problems = [f"batch_size: {self.batch_size} must be >= 1"] if self.batch_size < 1 else []
         if self.quantize not in (None, "8bit", "4bit"):
             problems.append(f"quantize: {self.quantize!r} is not 8bit, 4bit or null")
         _check(problems)
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """TF-IDF (word + char n-grams) + logistic regression, the classical reference of every run."""
+
+    word_ngrams: tuple[int, ...]
+    char_ngrams: tuple[int, ...]
+    min_df: int
+    max_features: int | None
+    C: float
+    class_weight: str | None
+    max_iter: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        for key in ("word_ngrams", "char_ngrams"):
+            value = getattr(self, key)
+            if len(value) != 2 or not 1 <= value[0] <= value[1]:
+                problems.append(f"{key}: {list(value)} must be [lowest, highest] n-gram size, 1 <= lowest <= highest")
+        if self.min_df < 1:
+            problems.append(f"min_df: {self.min_df} must be >= 1")
+        if self.max_features is not None and self.max_features < 1:
+            problems.append(f"max_features: {self.max_features} must be >= 1 or null")
+        if self.C <= 0:
+            problems.append(f"C: {self.C} must be > 0")
+        if self.class_weight not in (None, "balanced"):
+            problems.append(f"class_weight: {self.class_weight!r} is not null or 'balanced'")
+        if self.max_iter < 1:
+            problems.append(f"max_iter: {self.max_iter} must be >= 1")
+        _check(problems)
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    llm_weight: float | str  # the LLM's share of the blend; the baseline gets the rest
+
+    def __post_init__(self) -> None:
+        ok = self.llm_weight == "fit" if isinstance(self.llm_weight, str) else 0 <= self.llm_weight <= 1
+        _check([] if ok else [f"llm_weight: {self.llm_weight!r} must be in [0, 1] or 'fit'"])
+
+
+@dataclass(frozen=True)
+class SubmitParams:
+    model: str  # whose test probabilities are submitted
+
+    def __post_init__(self) -> None:
+        ok = self.model in SUBMITTERS
+        _check([] if ok else [f"model: {self.model!r} is not one of {list(SUBMITTERS)}"])
 
 
 @dataclass(frozen=True)
@@ -265,6 +316,9 @@ class Params:
     split: SplitParams
     train: TrainParams
     evaluate: EvaluateParams
+    baseline: BaselineParams
+    ensemble: EnsembleParams
+    submit: SubmitParams
 
     def __post_init__(self) -> None:
         _check(choice_problems(self.dataset, self.custom.train_path))

@@ -141,6 +141,22 @@ def check_labels(table: pd.DataFrame, labels: LabelSet, origin: str) -> None:
     fail_on(problems[:MAX_LISTED], f"{origin}: labels outside the train split's label set")
 
 
+def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
+    """For a pairwise dataset: entry i is the class that class i becomes when the two swapped fields trade
+    places (A wins <-> B wins, tie stays); None for other datasets."""
+    if not spec.swap:
+        return None
+    first, second = spec.swap["labels"]
+    trade = {first: second, second: first}
+    return [labels.label2id[trade.get(name, name)] for name in labels.names]
+
+
+def swapped_fields(table: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """``table`` with the two fields of ``spec.swap`` exchanged (response B shown as A and A as B)."""
+    first, second = spec.swap["fields"]
+    return table.assign(**{first: table[second], second: table[first]})
+
+
 def encode_prompts(
     table: pd.DataFrame,
     spec: DatasetSpec,
@@ -150,7 +166,8 @@ def encode_prompts(
     max_length: int,
     truncation_side: str,
 ) -> pd.DataFrame:
-    """Add input_ids / length / truncated columns (the prompt, tokenised once for train and evaluate)."""
+    """Add input_ids / length / truncated columns (the prompt, tokenised once for train and evaluate); a
+    pairwise dataset also gets input_ids_swapped, its prompts with the two responses traded (for TTA)."""
     shown = [spec.class_labels.get(n, n) for n in labels.names]
     encoder = PromptEncoder(tokenizer, compose_template(wrapper, spec.text, shown), max_length, truncation_side)
     encoded = encoder.encode_batch({f: table[f].tolist() for f in encoder.fields})
@@ -160,6 +177,11 @@ def encode_prompts(
         length=[len(e.input_ids) for e in encoded],
         truncated=[e.truncated for e in encoded],
     )
+    if spec.swap:
+        traded = swapped_fields(table, spec)
+        out["input_ids_swapped"] = [
+            e.input_ids for e in encoder.encode_batch({f: traded[f].tolist() for f in encoder.fields})
+        ]
     return out
 
 
@@ -189,6 +211,7 @@ def preprocess_dataset(
                 "max_tokens": int(encoded["length"].max()),
                 "truncated_fraction": float(encoded["truncated"].mean()),
             }
-        write_json(tmp / "labels.json", labels.to_json())
+        permutation = swap_permutation(spec, labels)
+        write_json(tmp / "labels.json", labels.to_json() | ({"swap_permutation": permutation} if permutation else {}))
         write_json(tmp / "stats.json", stats)
     return stats

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from llmcls.errors import fail_on
-from llmcls.evaluation import PROB_PREFIX
+from llmcls.scoring import PROB_PREFIX
 
 TOLERANCE = 1e-6
 

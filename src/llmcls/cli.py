@@ -1,0 +1,167 @@
+"""The `llmcls` command: `llmcls sweep` queues a grid of DVC experiments, `llmcls report` compares them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmcls.aggregate import METRICS
+from llmcls.errors import LlmclsError
+from llmcls.experiments import SCOPES, exp_show, file_at, finished, parse_exp_show
+from llmcls.params import load_params
+
+
+def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """An LlmclsError exits 1 with its one-line message instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LlmclsError as err:
+            click.echo(f"llmcls: error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _values(text: str | None) -> list[Any] | None:
+    from llmcls.sweep import parse_value
+
+    return None if text is None else [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from llmcls.sweep import parse_value
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LlmclsError(f"--set {pair!r}: expected KEY=VALUE, e.g. preprocess.prompt_wrapping=false")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+@click.group()
+def main() -> None:
+    """Sweep and compare llmcls experiments (DVC experiments underneath)."""
+
+
+@main.command()
+@click.option("--seeds", default="0,42,123", show_default=True, help="train.seed values")
+@click.option("--datasets", help="dataset values, e.g. sst2,r8 [default: params.yaml's]")
+@click.option("--models", help="model.name values [default: params.yaml's]")
+@click.option("--modes", help="train.mode values, e.g. lora,full [default: params.yaml's]")
+@click.option("--train-sizes", help="split.train_size values, e.g. 100,500,1000,2000,all [default: params.yaml's]")
+@click.option("--set", "sets", multiple=True, help="KEY=VALUE applied to every point (repeatable)")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--start/--no-start", default=False, help="start the queue (dvc queue start) after queueing")
+@click.option("-j", "--jobs", default=1, show_default=True, help="experiments the queue runs at once")
+@click.option("--dry-run", is_flag=True, help="print the commands without running them")
+@clean_errors
+def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start, jobs, dry_run) -> None:
+    """Queue the grid seeds x datasets x models x modes x train sizes as DVC experiments.
+
+    Configurations that already ran, or are queued, are skipped; the exact dvc commands are printed.
+    """
+    from llmcls.sweep import flat_params, grid, plan
+
+    load_params(params_path)  # a broken params.yaml fails here, not in every queued experiment
+    reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
+    axes = {
+        "dataset": _values(datasets) or [reference["dataset"]],
+        "model.name": _values(models) or [reference["model.name"]],
+        "train.mode": _values(modes) or [reference["train.mode"]],
+        "split.train_size": _values(train_sizes) or [reference["split.train_size"]],
+        "train.seed": _values(seeds) or [reference["train.seed"]],
+    }
+    extra = _settings(sets)
+    unknown = [k for k in extra if k not in reference]
+    if unknown:
+        raise LlmclsError(f"--set: unknown params keys {unknown}")
+    planned = plan(grid(axes, extra), extra, reference, parse_exp_show(exp_show("all-commits")))
+    queued = 0
+    for item in planned:
+        if item.skipped:
+            click.echo(f"# skip {item.name}: {item.skipped}")
+            continue
+        click.echo(shlex.join(item.command()))
+        queued += 1
+        if not dry_run:
+            _run(item.command())
+    if start and queued:
+        command = ["dvc", "queue", "start", "-j", str(jobs)]
+        click.echo(shlex.join(command))
+        if not dry_run:
+            _run(command)
+    click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LlmclsError(f"`{shlex.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
+
+
+@main.command()
+@click.option(
+    "--out",
+    default="metrics/report.md",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Markdown report; its figures go to the folder of the same name without .md",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(list(SCOPES)),
+    default="all-commits",
+    show_default=True,
+    help="which commits' experiments to read",
+)
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read saved `dvc exp show --json` output instead of running dvc",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(list(METRICS)),
+    default="accuracy",
+    show_default=True,
+    help="the metric that ranks, is tested and is plotted",
+)
+@click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the reference settings: bracketed variants are differences from these",
+)
+@clean_errors
+def report(out, scope, from_json, metric, params_path) -> None:
+    """Leaderboard (mean ± std over seeds), paired significance tests, learning curves and best-run figures."""
+    from llmcls.report import build_report
+    from llmcls.sweep import flat_params
+
+    rows = json.loads(from_json.read_text(encoding="utf-8")) if from_json else exp_show(scope)
+    runs = finished(parse_exp_show(rows))
+    if not runs:
+        raise LlmclsError("no run with test metrics found: run `dvc repro` or `llmcls sweep --start` first")
+    reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
+    source = f"saved {from_json}" if from_json else f"dvc exp show --json {' '.join(SCOPES[scope])}".strip()
+    result = build_report(runs, reference, out, lambda run, path: file_at(run.rev, path), metric, source)
+    click.echo(f"report: {len(runs)} runs, {len(result['groups'])} configurations -> {out}")
+
+
+if __name__ == "__main__":
+    main()

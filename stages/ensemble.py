@@ -1,0 +1,38 @@
+"""dvc repro ensemble — a weighted blend of the LLM's and the baseline's class probabilities.
+
+The LLM's weight is `ensemble.llm_weight`, or `fit`: the weight with the lowest validation log loss.
+Scored and written like the evaluate stage, so submit can hand in the blend.
+"""
+
+from pathlib import Path
+
+import click
+
+from llmcls.ensemble import run_ensemble
+from llmcls.params import load_params
+from llmcls.scoring import shown_metrics, write_evaluation
+from llmcls.stage import params_option, stage
+
+PathDir = click.Path(file_okay=False, path_type=Path)
+PathFile = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command()
+@params_option
+@click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder (ids and labels)")
+@click.option("--llm", "llm_dir", type=PathDir, required=True, help="the LLM's predictions folder")
+@click.option("--baseline", "baseline_dir", type=PathDir, required=True, help="the baseline's predictions folder")
+@click.option("--metrics", type=PathFile, required=True, help="summary metrics JSON")
+@click.option("--report", type=PathFile, required=True, help="full report JSON (per class, confusion matrix)")
+@click.option("--predictions", type=PathDir, required=True, help="folder for val.csv / test.csv predictions")
+@stage
+def main(params_path, split_dir, llm_dir, baseline_dir, metrics, report, predictions) -> None:
+    params = load_params(params_path)
+    summary, full, tables = run_ensemble(llm_dir, baseline_dir, split_dir, params.ensemble.llm_weight)
+    write_evaluation(summary, full, tables, metrics, report, predictions)
+    how = "fitted on val log loss" if summary["fitted"] else "from params"
+    click.echo(f"ensemble: LLM weight {summary['llm_weight']:.2f} ({how})\n{shown_metrics(summary)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""dvc.yaml declares, for every stage, each library module its script imports (directly or through other
+modules): otherwise DVC would skip a stage whose code changed."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def llmcls_imports(path: Path) -> set[str]:
+    """Module names under llmcls that ``path`` imports, at any depth in the file (lazy imports count)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "llmcls":
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.split(".")[0] == "llmcls")
+    return names
+
+
+def library_files(script: Path) -> set[str]:
+    """The src/llmcls files ``script`` loads, transitively (catalog.py brings its catalog.yaml)."""
+    seen: set[str] = set()
+    todo = [script]
+    while todo:
+        for name in llmcls_imports(todo.pop()):
+            rel = "src/" + name.replace(".", "/") + ".py"
+            if rel not in seen and (ROOT / rel).is_file():
+                seen.add(rel)
+                todo.append(ROOT / rel)
+    if "src/llmcls/catalog.py" in seen:
+        seen.add("src/llmcls/catalog.yaml")
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE))
+def test_stage_declares_the_modules_it_imports(name):
+    stage = PIPELINE[name]
+    script = next(word for word in stage["cmd"].split() if word.startswith("stages/"))
+    deps = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
+    assert script in deps
+    missing = library_files(ROOT / script) - deps
+    assert not missing, f"stage {name}: add {sorted(missing)} to its deps"
+    unused = {d for d in deps if d.startswith("src/")} - library_files(ROOT / script)
+    assert not unused, f"stage {name}: {sorted(unused)} are declared but never imported"

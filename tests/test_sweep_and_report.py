@@ -1,0 +1,231 @@
+"""`llmcls sweep` and `llmcls report`: aggregation math on fixed numbers, the report on a fake
+`dvc exp show --json`, and the commands a sweep queues."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, default_params
+
+from llmcls import cli
+from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_entries, learning_curves, paired_test
+from llmcls.experiments import finished, parse_exp_show
+from llmcls.sweep import experiment_name, flat_params, grid, plan, yaml_value
+
+REFERENCE = flat_params((ROOT / "params.yaml").read_text())
+
+
+def test_summary_mean_and_sample_std():
+    s = Summary.of([0.8, 0.9, 1.0])
+    assert s.mean == pytest.approx(0.9) and s.std == pytest.approx(0.1) and s.n == 3
+    assert s.format() == "0.9000 ± 0.1000"
+    one = Summary.of([0.85])
+    assert math.isnan(one.std) and one.format() == "0.8500"
+
+
+def test_paired_t_test_on_fixed_numbers():
+    # Differences 0.05, 0.04, 0.06: mean 0.05, sd 0.01 -> t = 0.05 / (0.01 / sqrt 3) = 8.660 with 2 df.
+    result = paired_test([0.80, 0.82, 0.84], [0.85, 0.86, 0.90])
+    assert result.mean_diff == pytest.approx(0.05)
+    assert result.t == pytest.approx(5 * math.sqrt(3), rel=1e-6)
+    # Two-sided p for t = 5 sqrt(3) with 2 df: 1 - t / sqrt(2 + t^2) = 1 - 8.660 / 8.775.
+    assert result.p == pytest.approx(1 - 5 * math.sqrt(3) / math.sqrt(2 + 75), rel=1e-6)
+    assert "paired t-test" in result.test
+
+
+def test_paired_test_without_variation_or_pairs_is_not_a_test():
+    assert math.isnan(paired_test([0.8, 0.9], [0.85, 0.95]).p)  # every difference 0.05
+    assert math.isnan(paired_test([0.8], [0.9]).p)
+    with pytest.raises(ValueError):
+        paired_test([0.8, 0.9], [0.9])
+
+
+def metrics(acc, f1=None, loss=None, classes=("negative", "positive")):
+    test = {"accuracy": acc, "f1_macro": f1 if f1 is not None else acc - 0.01, "log_loss": loss or 1 - acc}
+    test["f1_per_class"] = {c: acc for c in classes}
+    return {"data": {"test": test, "val": test}}
+
+
+def row(rev, params, acc, timestamp, base_acc=None, name=None, state=None, seconds=600.0):
+    """One `dvc exp show --json` state: params.yaml and the three metrics files."""
+    files = {"metrics/eval.json": metrics(acc), "metrics/train/metrics.json": {"data": {"train_runtime_s": seconds}}}
+    if base_acc is not None:
+        files["metrics/baseline/eval.json"] = metrics(base_acc)
+        files["metrics/ensemble/eval.json"] = metrics(min(acc + 0.01, 1.0))
+    data = {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}}, "metrics": files}
+    if state == "queued":
+        data["metrics"] = {}
+    return {"rev": rev, "name": name, "data": data, "error": None, "experiments": None}
+
+
+def params(**overrides):
+    return default_params(**overrides)
+
+
+def fake_exp_show():
+    """A commit (sst2 seed 0) with five experiments, the workspace repeating the commit, and an older commit
+    whose `model` was still a plain string."""
+    exps = []
+    accs = {("sst2", 42): 0.87, ("sst2", 123): 0.85, ("r8", 0): 0.95, ("r8", 42): 0.96, ("r8", 123): 0.94}
+    for i, ((dataset, seed), acc) in enumerate(accs.items()):
+        p = params(dataset=dataset, **{"train.seed": seed})
+        state = row(
+            f"e{i:039d}",
+            p,
+            acc,
+            f"2026-11-22T1{i}:00:00",
+            base_acc=0.80 if dataset == "sst2" else 0.93,
+            name=f"{dataset}-s{seed}",
+        )
+        exps.append({"revs": [state], "executor": None, "name": f"{dataset}-s{seed}"})
+    queued = row("q" * 40, params(dataset="sst2", **{"train.mode": "full"}), 0, None, name="sst2-full", state="queued")
+    exps.append(
+        {"revs": [queued], "executor": {"state": "queued", "name": "dvc-task", "local": None}, "name": "sst2-full"}
+    )
+    commit = row("c" * 40, params(), 0.86, "2026-11-22T09:00:00", base_acc=0.80)
+    commit["experiments"] = exps
+    workspace = row("workspace", params(), 0.86, None, base_acc=0.80)
+    old = params(**{"train.epochs": 1})
+    old["model"] = "smollm2-135m"
+    older = row("o" * 40, old, 0.83, "2026-11-20T09:00:00")
+    return [workspace, commit, older]
+
+
+def test_runs_are_read_and_deduplicated():
+    runs = parse_exp_show(fake_exp_show())
+    assert {r.state for r in runs} == {"done", "queued"}
+    kept = finished(runs)
+    # The workspace repeats its commit; the queued run has no metrics: 5 experiments + commit + older commit.
+    assert len(kept) == 7
+    assert {r.rev for r in kept} >= {"c" * 40, "o" * 40}
+    older = next(r for r in kept if r.rev == "o" * 40)
+    assert older.params["model.name"] == "smollm2-135m"
+
+
+def test_leaderboard_groups_seeds_and_tests_pairs():
+    groups = group_entries(entries(finished(parse_exp_show(fake_exp_show()))), REFERENCE)
+    llm = {(g.key("dataset"), g.variant): g for g in groups if g.system == "llm"}
+    sst2 = llm[("sst2", "")]
+    assert sst2.seeds == [0, 123, 42] and sst2.summary("accuracy").mean == pytest.approx((0.86 + 0.87 + 0.85) / 3)
+    assert sst2.summary("accuracy").std == pytest.approx(0.01)
+    assert llm[("sst2", "train.epochs=1")].summary("accuracy").n == 1  # the older commit is its own row
+    baseline = next(g for g in groups if g.system == "baseline" and g.key("dataset") == "sst2")
+    assert baseline.summary("accuracy").std == pytest.approx(0, abs=1e-12) and len(baseline.seeds) == 3
+    found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
+    vs_base = found[("sst2", "baseline -> llm")]
+    assert isinstance(vs_base, PairedTest) and vs_base.n == 3 and vs_base.mean_diff == pytest.approx(0.06)
+    assert found[("r8", "ensemble -> llm")].mean_diff == pytest.approx(-0.01)
+
+
+def test_learning_curve_needs_two_sizes():
+    rows = fake_exp_show()
+    extra = row("d" * 40, params(**{"split.train_size": 500, "train.seed": 42}), 0.80, "2026-11-22T20:00:00")
+    rows.append(extra)
+    groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
+    curves = [c for c in learning_curves(groups) if c.dataset == "sst2"]
+    assert len(curves) == 1
+    sizes = [size for size, _ in curves[0].points]
+    assert sizes == [500, 2000] and curves[0].points[1][1].n == 3
+
+
+def test_report_command_on_a_fake_exp_show(tmp_path):
+    rows = fake_exp_show()
+    rows.append(row("d" * 40, params(**{"split.train_size": 500}), 0.80, "2026-11-22T20:00:00", base_acc=0.7))
+    saved = tmp_path / "exp_show.json"
+    saved.write_text(json.dumps(rows))
+    out = tmp_path / "report.md"
+    result = CliRunner().invoke(cli.main, ["report", "--from-json", str(saved), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| sst2 | smollm2-135m lora | 2000 | 3 | 0.8600 ± 0.0100 |" in text
+    assert "| r8 | smollm2-135m lora | 2000 | 3 | 0.9500 ± 0.0100 |" in text
+    assert "| r8 | ensemble: smollm2-135m lora + TF-IDF | 2000 | 3 | **0.9600 ± 0.0100** |" in text
+    assert "| sst2 | TF-IDF + logistic regression | 2000 | 3 | 0.8000 ± 0.0000 |" in text
+    assert "paired t-test (two-sided, scipy.stats.ttest_rel)" in text
+    assert "baseline -> llm" in text
+    for figure in ("learning_curve_sst2.png", "per_class_f1_sst2.png", "per_class_f1_r8.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 5000, figure
+        assert f"](report/{figure})" in text
+    assert "confusion matrix not drawn" in text  # the fake revs have no eval_report.json in git
+
+
+def test_report_without_runs_is_one_clear_error(tmp_path):
+    saved = tmp_path / "empty.json"
+    saved.write_text("[]")
+    result = CliRunner().invoke(cli.main, ["report", "--from-json", str(saved), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 1 and "no run with test metrics found" in result.output
+
+
+def test_sweep_plans_names_and_skips_what_ran():
+    axes = {"dataset": ["sst2", "r8"], "train.seed": [0, 42, 123]}
+    points = grid(axes, {})
+    assert len(points) == 6
+    runs = parse_exp_show(fake_exp_show())
+    planned = plan(points, {}, REFERENCE, runs)
+    queued = [p for p in planned if not p.skipped]
+    # sst2 seed 0 is the commit, sst2 42/123 and r8 0/42/123 are experiments: all six ran already.
+    assert queued == []
+    assert next(p for p in planned if p.name == "sst2-s0").skipped.startswith("already ran as")
+    fresh = plan(grid({"dataset": ["sst2"], "train.mode": ["full"], "train.seed": [0, 42]}, {}), {}, REFERENCE, runs)
+    assert [p.skipped is None for p in fresh] == [False, True]  # seed 0 full is queued already
+    assert fresh[0].skipped == "queued as sst2-full"
+    assert fresh[1].command() == [
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-n",
+        "sst2-full-s42",
+        "-S",
+        "dataset=sst2",
+        "-S",
+        "train.mode=full",
+        "-S",
+        "train.seed=42",
+    ]
+
+
+def test_sweep_names_and_values():
+    point = {
+        "dataset": "sst2",
+        "model.name": "Qwen/Qwen3-1.7B",
+        "train.mode": "lora",
+        "split.train_size": None,
+        "train.seed": 0,
+    }
+    assert experiment_name(point, {}) == "sst2-Qwen-Qwen3-1.7B-lora-nall-s0"
+    assert experiment_name(point, {"preprocess.prompt_wrapping": False}).startswith(
+        "sst2-Qwen-Qwen3-1.7B-lora-nall-s0-x"
+    )
+    assert [yaml_value(v) for v in (None, True, 5e-4, "all-linear", ["q_proj", "v_proj"])] == [
+        "null",
+        "true",
+        "0.0005",
+        "all-linear",
+        "[q_proj, v_proj]",
+    ]
+
+
+def test_sweep_command_dry_run_prints_the_dvc_commands(monkeypatch):
+    monkeypatch.setattr(cli, "exp_show", lambda scope: [])
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(
+        cli.main, ["sweep", "--datasets", "sst2,r8", "--train-sizes", "2000", "--dry-run", "--start", "-j", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    commands = [line for line in lines if line.startswith("dvc exp run")]
+    assert len(commands) == 6
+    assert commands[0] == (
+        "dvc exp run --queue -n sst2-smollm2-135m-lora-n2000-s0 -S dataset=sst2 -S model.name=smollm2-135m "
+        "-S train.mode=lora -S split.train_size=2000 -S train.seed=0"
+    )
+    assert "dvc queue start -j 2" in lines and lines[-1] == "# 6 queued, 0 skipped (dry run)"
+
+
+def test_sweep_rejects_an_unknown_setting(monkeypatch):
+    monkeypatch.setattr(cli, "exp_show", lambda scope: [])
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(cli.main, ["sweep", "--set", "train.learnign_rate=0.1", "--dry-run"])
+    assert result.exit_code == 1 and "unknown params keys ['train.learnign_rate']" in result.output
