@@ -5,7 +5,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import SHARED, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+from conftest import BIN, SHARED, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +111,25 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
     metrics = json.loads((project_copy / "metrics" / "eval.json").read_text())
     assert {"accuracy", "f1_macro", "log_loss"} == set(metrics["val"]["without_tta"])
     assert json.loads((project_copy / "data" / "split" / "labels.json").read_text())["swap_permutation"] == [1, 0, 2]
+
+
+def test_llmcls_sweep_then_report(tiny_project):
+    """The real CLI over the real queue: two seeds run, a second sweep queues nothing, the report has them."""
+    llmcls = [BIN + "/llmcls"]
+    first = run([*llmcls, "sweep", "--seeds", "0,1", "--start"], tiny_project)
+    assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], tiny_project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    again = run([*llmcls, "sweep", "--seeds", "0,1"], tiny_project)
+    assert "# 0 queued, 2 skipped" in again.stdout
+    run([*llmcls, "report"], tiny_project)
+    report = (tiny_project / "metrics" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| custom | ") and "lora" in line)
+    assert "| 2 |" in row and " ± " in row  # two seeds, mean ± std
+    assert (tiny_project / "metrics" / "report" / "per_class_f1_custom.png").is_file()
+    assert (tiny_project / "metrics" / "report" / "confusion_custom.png").is_file()  # read from the exp commit

@@ -31,7 +31,10 @@ def read_probabilities(path: Path, frame: pd.DataFrame, labels: LabelSet) -> np.
     absent = [c for c in columns if c not in table.columns]
     if missing or absent:
         raise LlmclsError(f"{path}: does not match the split: missing ids {missing[:5]}, missing columns {absent}")
-    return table.loc[ids, columns].to_numpy(dtype=np.float64)
+    probs = table.loc[ids, columns].to_numpy(dtype=np.float64)
+    # The CSV holds float32 softmax outputs as text: rows sum to 1 only within ~1e-7. Renormalise, so the
+    # blend is a distribution and log loss is computed on one.
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def fit_weight(llm: np.ndarray, baseline: np.ndarray, y: np.ndarray) -> float:
