@@ -1,7 +1,7 @@
 """Throughput of llmcls's train and evaluate paths against a seed-style loop, on the same model and data.
 
     dvc repro split fetch_model                     # the default params: SST-2, prompt-wrapped, 2,000 sentences
-    python benchmarks/throughput.py --steps 20 --repeats 3 --accuracy-steps 60
+    python benchmarks/throughput.py --steps 50 --repeats 3
 
 (a) seed-style: HF Trainer defaults (random order, no grouping), every batch padded to `--pad-to` tokens,
     fp32; evaluation in dataset order, padded the same way, under `torch.no_grad`, batch = train batch.
@@ -198,7 +198,7 @@ def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
 @click.option("--split", "split_dir", default="data/split", show_default=True, help="split folder (dvc repro split)")
 @click.option("--base", "base_dir", default="models/base", show_default=True, help="base model (fetch_model)")
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
-@click.option("--steps", default=25, show_default=True, help="optimizer steps each variant trains")
+@click.option("--steps", default=50, show_default=True, help="optimizer steps each variant trains (50: one megabatch)")
 @click.option("--repeats", default=3, show_default=True, help="runs of both variants, for min / median / max")
 @click.option(
     "--accuracy-steps",
