@@ -92,3 +92,13 @@ def test_hub_id_and_local_folder_are_models(tmp_path):
     assert parse_params(data).model.name == "Qwen/Qwen3-1.7B"
     data["model"]["name"] = str(tmp_path)
     assert parse_params(data).model.name == str(tmp_path)
+
+
+def test_exponent_floats_read_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S train.learning_rate=5e-5` writes `5e-05`; plain PyYAML would read a string."""
+    from conftest import write_params
+
+    path = write_params(tmp_path)
+    path.write_text(path.read_text().replace("learning_rate: 0.0005", "learning_rate: 5e-05"))
+    assert "learning_rate: 5e-05" in path.read_text()
+    assert load_params(path).train.learning_rate == 5e-05

@@ -229,3 +229,9 @@ def test_sweep_rejects_an_unknown_setting(monkeypatch):
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(cli.main, ["sweep", "--set", "train.learnign_rate=0.1", "--dry-run"])
     assert result.exit_code == 1 and "unknown params keys ['train.learnign_rate']" in result.output
+
+
+def test_sweep_reads_exponent_values_as_numbers():
+    from llmcls.sweep import parse_value
+
+    assert parse_value("5e-5") == 5e-05 and parse_value("all") is None and parse_value("false") is False

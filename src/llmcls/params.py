@@ -7,6 +7,7 @@ error rather than a silent second default. All problems in the file are reported
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -16,6 +17,24 @@ from typing import Any
 import yaml
 
 from llmcls.errors import LlmclsError, fail_on
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `5e-05` is a number, as DVC (ruamel) writes and reads it.
+    PyYAML alone reads it as the string '5e-05', so `dvc exp run -S train.learning_rate=5e-5` would fail."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?\.?\d*[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text the way DVC does for numbers (see YamlLoader)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
 
 FINE_TUNING_MODES = ("lora", "qlora", "full")
 HEADS = ("linear", "mlp")
@@ -412,7 +431,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise LlmclsError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise LlmclsError(f"{path}: not valid YAML: {err}") from err
     return parse_params(data, str(path))

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from llmcls.experiments import Run, normalise, same_config
+from llmcls.params import read_yaml
 
 # Grid axes in naming order: (params key, short name prefix).
 AXES = (("dataset", ""), ("model.name", ""), ("train.mode", ""), ("split.train_size", "n"), ("train.seed", "s"))
@@ -42,7 +43,7 @@ def yaml_value(value: Any) -> str:
 
 def parse_value(text: str) -> Any:
     """A command-line value read as YAML, as `-S` would read it ("all" means every row: null)."""
-    return None if text == "all" else yaml.safe_load(text)
+    return None if text == "all" else read_yaml(text)
 
 
 def grid(axes: Mapping[str, Sequence[Any]], extra: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -98,4 +99,4 @@ def plan(
 
 def flat_params(text: str) -> dict[str, Any]:
     """params.yaml text, flattened to dotted keys."""
-    return normalise(yaml.safe_load(text))
+    return normalise(read_yaml(text))
