@@ -116,7 +116,9 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
 def test_llmcls_sweep_then_report(tiny_project):
     """The real CLI over the real queue: two seeds run, a second sweep queues nothing, the report has them."""
     llmcls = [BIN + "/llmcls"]
+    start = time.time()
     first = run([*llmcls, "sweep", "--seeds", "0,1", "--start"], tiny_project)
+    assert time.time() - start < 60  # returns once queued: the queue runs in the background
     assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
     deadline = time.time() + 600
     while time.time() < deadline:

@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,13 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
 
 
 def _run(command: list[str]) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise LlmclsError(f"`{shlex.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
+    """Run a dvc command; its output goes to a file, not a pipe: `dvc queue start` leaves a worker behind
+    that inherits the output handles, and a pipe would keep this command waiting until the queue is empty."""
+    with tempfile.TemporaryFile(mode="w+") as output:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            output.seek(0)
+            raise LlmclsError(f"`{shlex.join(command)}` failed: {output.read().strip()}")
 
 
 @main.command()
