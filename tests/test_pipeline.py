@@ -30,6 +30,17 @@ def tiny_project(project_copy, tiny_model_dir):
     return project_copy
 
 
+def wait_for_queue(project, limit_s: float = 600) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; return the last status."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    return status
+
+
 def test_repro_then_noop_then_experiments(tiny_project):
     first = run(["dvc", "repro"], tiny_project)
     for name in STAGES:
@@ -69,13 +80,7 @@ def test_repro_then_noop_then_experiments(tiny_project):
 def test_queued_seed_sweep(tiny_project):
     run(["dvc", "exp", "run", "-S", "train.seed=0,42", "--queue"], tiny_project)
     run(["dvc", "queue", "start", "-j", "1"], tiny_project)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], tiny_project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert status.count("Success") == 2, status
+    assert wait_for_queue(tiny_project).count("Success") == 2
     shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_project).stdout)
     seeds = sorted(
         e["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"]
@@ -120,13 +125,7 @@ def test_llmcls_sweep_then_report(tiny_project):
     first = run([*llmcls, "sweep", "--seeds", "0,1", "--start"], tiny_project)
     assert time.time() - start < 60  # returns once queued: the queue runs in the background
     assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], tiny_project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert status.count("Success") == 2, status
+    assert wait_for_queue(tiny_project).count("Success") == 2
     again = run([*llmcls, "sweep", "--seeds", "0,1"], tiny_project)
     assert "# 0 queued, 2 skipped" in again.stdout
     run([*llmcls, "report"], tiny_project)

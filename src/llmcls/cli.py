@@ -21,7 +21,8 @@ from llmcls.params import load_params
 
 
 def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """An LlmclsError exits 1 with its one-line message instead of a traceback."""
+    """An LlmclsError exits 1 with its one-line message instead of a traceback. (stage.stage does the same
+    for stages, but also silences transformers, which would cost this command a slow import.)"""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
