@@ -235,3 +235,17 @@ def test_sweep_reads_exponent_values_as_numbers():
     from llmcls.sweep import parse_value
 
     assert parse_value("5e-5") == 5e-05 and parse_value("all") is None and parse_value("false") is False
+
+
+def test_a_commit_whose_params_moved_on_after_its_repro_is_not_a_result():
+    from llmcls.experiments import lock_agrees
+
+    run = parse_exp_show([row("c" * 40, params(dataset="zh-reviews"), 0.86, "2026-11-22T09:00:00")])[0]
+    lock = "schema: '2.0'\nstages:\n  fetch:\n    params:\n      params.yaml:\n        dataset: sst2\n"
+    assert not lock_agrees(run, lock)
+    assert lock_agrees(run, lock.replace("sst2", "zh-reviews")) and lock_agrees(run, None)
+    nested = (
+        "stages:\n  train:\n    params:\n      params.yaml:\n"
+        "        model.head: linear\n        train:\n          seed: 0\n"
+    )
+    assert lock_agrees(run, nested) and not lock_agrees(run, nested.replace("seed: 0", "seed: 42"))

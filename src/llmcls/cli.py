@@ -16,7 +16,7 @@ import click
 
 from llmcls.aggregate import METRICS
 from llmcls.errors import LlmclsError
-from llmcls.experiments import SCOPES, exp_show, file_at, finished, parse_exp_show
+from llmcls.experiments import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show
 from llmcls.params import load_params
 
 
@@ -160,7 +160,10 @@ def report(out, scope, from_json, metric, params_path) -> None:
     from llmcls.sweep import flat_params
 
     rows = json.loads(from_json.read_text(encoding="utf-8")) if from_json else exp_show(scope)
-    runs = finished(parse_exp_show(rows))
+    runs = parse_exp_show(rows)
+    if not from_json:  # a commit whose params.yaml moved on after its last `dvc repro` is not a result
+        runs = [r for r in runs if r.baseline != r.rev or lock_agrees(r, file_at(r.rev, "dvc.lock"))]
+    runs = finished(runs)
     if not runs:
         raise LlmclsError("no run with test metrics found: run `dvc repro` or `llmcls sweep --start` first")
     reference = flat_params(Path(params_path).read_text(encoding="utf-8"))

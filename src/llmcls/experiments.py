@@ -138,6 +138,19 @@ def finished(runs: Iterable[Run]) -> list[Run]:
     return kept[::-1]
 
 
+def lock_agrees(run: Run, lock_text: str | None) -> bool:
+    """Whether the params each stage ran with (dvc.lock) are the run's params.yaml. A commit can carry a
+    params.yaml changed after its last `dvc repro`: its metrics then belong to other params."""
+    if not lock_text:
+        return True
+    import yaml
+
+    recorded: dict[str, Any] = {}
+    for stage in (yaml.safe_load(lock_text) or {}).get("stages", {}).values():
+        recorded |= normalise(flatten((stage.get("params") or {}).get(PARAMS_FILE) or {}))
+    return all(run.params[k] == v for k, v in recorded.items() if k in run.params)
+
+
 def exp_show(scope: str = "all-commits", cwd: str | None = None) -> list[dict[str, Any]]:
     """The JSON of `dvc exp show` over ``scope`` (all-commits | all-branches | head)."""
     if scope not in SCOPES:
