@@ -249,3 +249,6 @@ def test_a_commit_whose_params_moved_on_after_its_repro_is_not_a_result():
         "        model.head: linear\n        train:\n          seed: 0\n"
     )
     assert lock_agrees(run, nested) and not lock_agrees(run, nested.replace("seed: 0", "seed: 42"))
+    # DVC writes small floats as 5e-05 in the lock too: read as the number it is, it agrees.
+    exp_run = parse_exp_show([row("e" * 40, params(**{"train.learning_rate": 5e-05}), 0.86, "2026-11-22T09:00:00")])[0]
+    assert lock_agrees(exp_run, nested.replace("seed: 0", "seed: 0\n          learning_rate: 5e-05"))

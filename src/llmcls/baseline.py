@@ -19,7 +19,7 @@ from llmcls.catalog import DatasetSpec
 from llmcls.outputs import read_json
 from llmcls.params import BaselineParams
 from llmcls.preprocessing import LabelSet
-from llmcls.scoring import SPLITS, prediction_table, score_split
+from llmcls.scoring import SPLITS, score_splits
 
 
 def plain_texts(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
@@ -61,14 +61,10 @@ def run_baseline(
     labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
     train = pd.read_parquet(split_dir / "train.parquet")
     pipeline = tfidf_classifier(params).fit(plain_texts(train, spec), train["label_id"].to_numpy())
-    summary: dict[str, Any] = {"features": int(len(pipeline.named_steps["features"].get_feature_names_out()))}
-    report: dict[str, Any] = {"labels": list(labels.names)}
-    predictions = {}
-    for split in SPLITS:
-        frame = pd.read_parquet(split_dir / f"{split}.parquet")
-        probs = class_probabilities(pipeline, plain_texts(frame, spec), len(labels.names))
-        predictions[split] = prediction_table(frame, probs, labels)
-        summary[split], full = score_split(frame, probs, labels)
-        if full is not None:
-            report[split] = full
+    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
+    probs = {
+        split: class_probabilities(pipeline, plain_texts(f, spec), len(labels.names)) for split, f in frames.items()
+    }
+    summary, report, predictions = score_splits(frames, probs, labels)
+    summary["features"] = int(len(pipeline.named_steps["features"].get_feature_names_out()))
     return summary, report, predictions

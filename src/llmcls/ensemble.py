@@ -16,7 +16,7 @@ from sklearn.metrics import log_loss
 from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json
 from llmcls.preprocessing import LabelSet
-from llmcls.scoring import PROB_PREFIX, SPLITS, prediction_table, score_split
+from llmcls.scoring import PROB_PREFIX, SPLITS, is_labelled, score_splits
 
 FIT = "fit"
 GRID = np.round(np.linspace(0, 1, 21), 2)
@@ -54,18 +54,13 @@ def run_ensemble(
     base = {s: read_probabilities(baseline_dir / f"{s}.csv", frames[s], labels) for s in SPLITS}
     if llm_weight == FIT:
         val = frames["val"]
-        if not len(val) or not val["label_id"].ge(0).all():
+        if not is_labelled(val):
             raise LlmclsError("ensemble.llm_weight: 'fit' needs a labelled validation split")
         weight = fit_weight(llm["val"], base["val"], val["label_id"].to_numpy())
     else:
         weight = float(llm_weight)
-    summary: dict[str, Any] = {"llm_weight": weight, "fitted": llm_weight == FIT}
-    report: dict[str, Any] = {"labels": list(labels.names), "llm_weight": weight}
-    predictions = {}
-    for split in SPLITS:
-        probs = weight * llm[split] + (1 - weight) * base[split]
-        predictions[split] = prediction_table(frames[split], probs, labels)
-        summary[split], full = score_split(frames[split], probs, labels)
-        if full is not None:
-            report[split] = full
+    blend = {s: weight * llm[s] + (1 - weight) * base[s] for s in SPLITS}
+    summary, report, predictions = score_splits(frames, blend, labels)
+    summary |= {"llm_weight": weight, "fitted": llm_weight == FIT}
+    report["llm_weight"] = weight
     return summary, report, predictions

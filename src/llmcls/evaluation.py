@@ -14,7 +14,7 @@ from llmcls.devices import enable_fast_matmul, process_state
 from llmcls.inference import predict_proba_parallel
 from llmcls.modeling import load_classifier
 from llmcls.outputs import read_json
-from llmcls.scoring import SPLITS, prediction_table, score_split
+from llmcls.scoring import SPLITS, score_split, score_splits
 
 
 def swap_back(probs_swapped: np.ndarray, permutation: list[int]) -> np.ndarray:
@@ -43,30 +43,25 @@ def evaluate_classifier(
     if not quantize:  # a quantised model was placed on its device when loaded
         model.to(process_state().device)
     permutation = read_json(split_dir / "labels.json").get("swap_permutation") if swap_tta else None
-    summary: dict[str, Any] = {}
-    report: dict[str, Any] = {"labels": list(labels.names), "swap_tta": bool(permutation)}
-    predictions = {}
 
-    def predict(column: str) -> np.ndarray:
-        sequences = frame[column].tolist()
+    def predict(sequences: list) -> np.ndarray:
         return predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
 
-    for split in SPLITS:
-        frame = pd.read_parquet(split_dir / f"{split}.parquet")
+    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
+    probs, plain, seconds = {}, {}, {}
+    for split, frame in frames.items():
         start = time.perf_counter()
-        probs = predict("input_ids")
+        probs[split] = plain[split] = predict(frame["input_ids"].tolist())
         if permutation:
-            plain = probs
-            probs = (plain + swap_back(predict("input_ids_swapped"), permutation)) / 2
-        seconds = time.perf_counter() - start
-        predictions[split] = prediction_table(frame, probs, labels)
-        split_summary, full = score_split(frame, probs, labels)
-        split_summary["samples_per_second"] = len(frame) / max(seconds, 1e-9)
-        if full is not None:
-            report[split] = full
-            if permutation:
-                without, _ = score_split(frame, plain, labels)
-                split_summary["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
-        summary[split] = split_summary
+            swapped = swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)
+            probs[split] = (plain[split] + swapped) / 2
+        seconds[split] = time.perf_counter() - start
+    summary, report, predictions = score_splits(frames, probs, labels)
+    report["swap_tta"] = bool(permutation)
+    for split, frame in frames.items():
+        summary[split]["samples_per_second"] = len(frame) / max(seconds[split], 1e-9)
+        if permutation and split in report:
+            without, _ = score_split(frame, plain[split], labels)
+            summary[split]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return summary, report, predictions

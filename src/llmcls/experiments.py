@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmcls.errors import LlmclsError
+from llmcls.params import read_yaml
 
 PARAMS_FILE = "params.yaml"
 LLM_METRICS = "metrics/eval.json"
@@ -143,10 +144,8 @@ def lock_agrees(run: Run, lock_text: str | None) -> bool:
     params.yaml changed after its last `dvc repro`: its metrics then belong to other params."""
     if not lock_text:
         return True
-    import yaml
-
     recorded: dict[str, Any] = {}
-    for stage in (yaml.safe_load(lock_text) or {}).get("stages", {}).values():
+    for stage in (read_yaml(lock_text) or {}).get("stages", {}).values():
         recorded |= normalise(flatten((stage.get("params") or {}).get(PARAMS_FILE) or {}))
     return all(run.params[k] == v for k, v in recorded.items() if k in run.params)
 

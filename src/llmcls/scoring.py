@@ -28,17 +28,37 @@ def prediction_table(frame: pd.DataFrame, probs, labels: LabelSet) -> pd.DataFra
     return table
 
 
+def is_labelled(frame: pd.DataFrame) -> bool:
+    """Whether a split has rows and every row has a label (a Kaggle test split has none)."""
+    return bool(len(frame)) and bool(frame["label_id"].ge(0).all())
+
+
 def score_split(
     frame: pd.DataFrame, probs: np.ndarray, labels: LabelSet
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(summary, full report) of one split's probabilities; the metrics are left out for unlabelled rows."""
     summary: dict[str, Any] = {"n": len(frame)}
-    if not len(frame) or not frame["label_id"].ge(0).all():
+    if not is_labelled(frame):
         return summary, None
     full = full_report(frame["label_id"].to_numpy(), probs, labels.names)
     summary |= {k: v for k, v in full.items() if isinstance(v, float)}
     summary["f1_per_class"] = {name: full["per_class"][name]["f1-score"] for name in labels.names}
     return summary, full
+
+
+def score_splits(
+    frames: dict[str, pd.DataFrame], probs: dict[str, np.ndarray], labels: LabelSet
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
+    """(summary metrics, full report, predictions) of every split's probabilities, as the stages write them."""
+    summary: dict[str, Any] = {}
+    report: dict[str, Any] = {"labels": list(labels.names)}
+    predictions = {}
+    for split, frame in frames.items():
+        predictions[split] = prediction_table(frame, probs[split], labels)
+        summary[split], full = score_split(frame, probs[split], labels)
+        if full is not None:
+            report[split] = full
+    return summary, report, predictions
 
 
 def write_evaluation(

@@ -57,14 +57,18 @@ def grid(axes: Mapping[str, Sequence[Any]], extra: Mapping[str, Any]) -> list[di
     return points
 
 
+def _short_hash(settings: Mapping[str, Any]) -> str:
+    """Six hex digits that tell settings apart in an experiment name."""
+    return hashlib.sha1(repr(sorted(settings.items(), key=lambda kv: kv[0])).encode()).hexdigest()[:6]
+
+
 def experiment_name(point: Mapping[str, Any], extra: Mapping[str, Any]) -> str:
     """E.g. sst2-smollm2-135m-lora-n2000-s42; extra settings add a short hash so names stay unique.
     Only characters git allows in a ref name are kept."""
     parts = [f"{prefix}{'all' if point[key] is None else point[key]}" for key, prefix in AXES if key in point]
     name = "-".join(parts)
     if extra:
-        digest = hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:6]
-        name += f"-x{digest}"
+        name += f"-x{_short_hash(extra)}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
 
 
@@ -87,8 +91,7 @@ def plan(
         match = next((r for r in live if same_config(params, r.params)), None)
         if match is None and name in taken:
             # The name is used by a different configuration (params.yaml changed since): keep both.
-            digest = hashlib.sha1(repr(sorted(params.items(), key=lambda kv: kv[0])).encode()).hexdigest()[:6]
-            name = f"{name}-{digest}"
+            name = f"{name}-{_short_hash(params)}"
         skipped = (
             None if match is None else f"{'already ran' if match.state == 'done' else match.state} as {match.label}"
         )
