@@ -9,10 +9,15 @@
     length-grouped batches, bf16 autocast where the hardware runs it fast) and the evaluate stage's
     `predict_proba` (longest-first batches, dynamic padding, `inference_mode`, LoRA merged, eval batch size).
 Both start from the same seed and train the same number of optimizer steps with the same LoRA, learning rate
-and batch size; each variant runs in a fresh process so its peak memory is its own. Tokens/s counts real
-(non-padding) tokens; "computed" tokens include padding. HF's length-grouped sampler serves the longest
-rows of each 50-batch megabatch first, so over fewer than 50 steps llmcls trains on longer-than-average
-rows and its samples/s (not its tokens/s) is understated: the ratio is conservative.
+and batch size. Each variant runs in its own process, so its peak memory is its own, and the two processes
+take turns: only one computes at any moment, and they swap every `--turn-steps` optimizer steps and every
+`--eval-chunk` validation rows. The speed of this shared machine drifts by up to ~25% over minutes; run one
+variant after the other and that drift lands in the ratio, while short alternating turns give both the same
+machine. Each variant's time is its own turns only. Tokens/s counts real (non-padding) tokens; "computed"
+tokens include padding. HF's length-grouped sampler serves the longest rows of each 50-batch megabatch first,
+so over fewer than 50 steps llmcls trains on longer-than-average rows and its samples/s (not its tokens/s)
+is understated: the ratio is conservative. llmcls evaluates each chunk longest-first, a little less
+efficient than sorting all of val at once: conservative again.
 Last, it times DVC itself: `dvc repro` with nothing to do in this workspace, and `dvc exp run` of a tiny
 configuration against the same stage commands run bare.
 """
@@ -37,6 +42,49 @@ import click
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("seed-style", "llmcls")
+
+
+class Turns:
+    """Turn-taking between the two variants' processes (made once, before they start; see `shared_turns`).
+
+    Variant 0 moves first. `hand_over` gives the machine to the other variant and waits for it back, unless
+    the other has finished; the time spent waiting is summed so it can be taken out of this variant's timings.
+    """
+
+    def __init__(self, ctx, players: int = 2):
+        self.start = ctx.Barrier(players)  # nobody's turn starts while the other is still loading its model
+        self.turn = [ctx.Semaphore(1 if i == 0 else 0) for i in range(players)]
+        self.done = [ctx.Event() for _ in range(players)]
+        self.me = 0
+        self.waited = 0.0
+
+    def join(self, me: int) -> None:
+        self.me = me
+        self.start.wait()
+        self._wait()
+
+    def hand_over(self) -> None:
+        other = 1 - self.me
+        if not self.done[other].is_set():
+            self.turn[other].release()
+            self._wait()
+
+    def leave(self) -> None:
+        self.done[self.me].set()
+        self.turn[1 - self.me].release()
+
+    def _wait(self) -> None:
+        start = time.perf_counter()
+        self.turn[self.me].acquire()
+        self.waited += time.perf_counter() - start
+
+
+TURNS: Turns | None = None  # this process's Turns, set when the pool starts it
+
+
+def _share_turns(turns: Turns) -> None:
+    global TURNS
+    TURNS = turns
 
 
 class CountingCollator:
@@ -78,12 +126,14 @@ def seed_style_predict(model, sequences, pad_id: int, width: int, batch_size: in
     return np.concatenate(out)
 
 
-def run_variant(variant: str, split_dir: str, base_dir: str, params_path: str, steps: int, pad_to: int) -> dict:
-    """Train ``steps`` optimizer steps and evaluate on val; runs in its own process."""
+def run_variant(
+    variant: str, split_dir: str, base_dir: str, params_path: str, steps: int, pad_to: int, turn_steps: int, chunk: int
+) -> dict:
+    """Train ``steps`` optimizer steps and evaluate on val, in turns with the other variant's process."""
     import numpy as np
     import pandas as pd
     import torch
-    from transformers import DataCollatorWithPadding, set_seed
+    from transformers import DataCollatorWithPadding, TrainerCallback, set_seed
 
     from llmcls.base_model import load_tokenizer
     from llmcls.devices import resolve_precision, use_all_cpu_cores
@@ -94,42 +144,68 @@ def run_variant(variant: str, split_dir: str, base_dir: str, params_path: str, s
     from llmcls.preprocessing import LabelSet
     from llmcls.training import make_trainer, training_arguments
 
-    params = load_params(params_path)
-    threads = use_all_cpu_cores()  # both variants get every core
-    set_seed(params.train.seed)
-    tokenizer = load_tokenizer(base_dir)
-    labels = LabelSet.from_json(read_json(Path(split_dir) / "labels.json"))
-    train = pd.read_parquet(Path(split_dir) / "train.parquet")
-    val = pd.read_parquet(Path(split_dir) / "val.parquet")
-    width = max(pad_to, int(train["length"].max()), int(val["length"].max()))
-    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
-    seed_style = variant == "seed-style"
-    precision = "fp32" if seed_style else resolve_precision(params.train.precision)
-    common = dict(max_steps=steps, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-    with tempfile.TemporaryDirectory() as out:
-        if seed_style:
-            args = training_arguments(params, Path(out), precision, train_sampling_strategy="random", **common)
-            collator = CountingCollator(DataCollatorWithPadding(tokenizer, padding="max_length", max_length=width))
-        else:
-            args = training_arguments(params, Path(out), precision, **common)
-            collator = CountingCollator(DataCollatorWithPadding(tokenizer))
-        trainer = make_trainer(model, args, tokenizer, train, val, collator=collator)
-        result = trainer.train()
-    train_s = result.metrics["train_runtime"]
-    real_tokens, computed_tokens = collator.totals(steps * params.train.gradient_accumulation_steps)
-    model = trainer.model.eval()
-    sequences = [list(s) for s in val["input_ids"]]
-    start = time.perf_counter()
-    if seed_style:
-        probs = seed_style_predict(model, sequences, tokenizer.pad_token_id, width, params.train.batch_size)
-    else:
-        model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        probs = predict_proba(model, sequences, tokenizer.pad_token_id, params.evaluate.batch_size, precision)
-    eval_s = time.perf_counter() - start
+    turns = TURNS
+    assert turns is not None, "run_variant runs in a pool started with _share_turns"
+
+    class HandOver(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % turn_steps == 0:
+                turns.hand_over()
+
+    try:
+        params = load_params(params_path)
+        threads = use_all_cpu_cores()  # both variants get every core
+        set_seed(params.train.seed)
+        tokenizer = load_tokenizer(base_dir)
+        labels = LabelSet.from_json(read_json(Path(split_dir) / "labels.json"))
+        train = pd.read_parquet(Path(split_dir) / "train.parquet")
+        val = pd.read_parquet(Path(split_dir) / "val.parquet")
+        width = max(pad_to, int(train["length"].max()), int(val["length"].max()))
+        model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
+        seed_style = variant == "seed-style"
+        precision = "fp32" if seed_style else resolve_precision(params.train.precision)
+        common = dict(max_steps=steps, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+        turns.join(VARIANTS.index(variant))
+        with tempfile.TemporaryDirectory() as out:
+            if seed_style:
+                args = training_arguments(params, Path(out), precision, train_sampling_strategy="random", **common)
+                padding = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=width)
+            else:
+                args = training_arguments(params, Path(out), precision, **common)
+                padding = DataCollatorWithPadding(tokenizer)
+            collator = CountingCollator(padding)
+            trainer = make_trainer(model, args, tokenizer, train, val, collator=collator)
+            trainer.add_callback(HandOver())
+            waited = turns.waited
+            result = trainer.train()
+        train_s = result.metrics["train_runtime"] - (turns.waited - waited)
+        real_tokens, computed_tokens = collator.totals(steps * params.train.gradient_accumulation_steps)
+        model = trainer.model.eval()
+        if not seed_style and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        sequences = [list(s) for s in val["input_ids"]]
+        parts, eval_s = [], 0.0
+        for first in range(0, len(sequences), chunk):
+            turns.hand_over()
+            rows = sequences[first : first + chunk]
+            start = time.perf_counter()
+            if seed_style:
+                parts.append(seed_style_predict(model, rows, tokenizer.pad_token_id, width, params.train.batch_size))
+            else:
+                parts.append(predict_proba(model, rows, tokenizer.pad_token_id, params.evaluate.batch_size, precision))
+            eval_s += time.perf_counter() - start
+    except BaseException:
+        turns.start.abort()  # the other variant must not wait at the start for a process that is gone
+        raise
+    finally:
+        turns.leave()
+    probs = np.concatenate(parts)
     return {
         "variant": variant,
         "precision": precision,
         "threads": threads,
+        "train_seconds": train_s,
+        "eval_seconds": eval_s,
         "train_samples_per_s": steps * params.train.batch_size * params.train.gradient_accumulation_steps / train_s,
         "train_tokens_per_s": real_tokens / train_s,
         "train_computed_tokens_per_s": computed_tokens / train_s,
@@ -141,9 +217,12 @@ def run_variant(variant: str, split_dir: str, base_dir: str, params_path: str, s
     }
 
 
-def in_fresh_process(*args) -> dict:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_variant, *args).result()
+def both_in_turns(*args) -> dict[str, dict]:
+    """Both variants, each in a fresh process of its own, taking turns on the machine."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(VARIANTS), mp_context=ctx, initializer=_share_turns, initargs=(Turns(ctx),)) as pool:
+        futures = {v: pool.submit(run_variant, v, *args) for v in VARIANTS}
+        return {v: f.result() for v, f in futures.items()}
 
 
 def spread(values: list[float]) -> str:
@@ -207,15 +286,28 @@ def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
     help="also train both this many steps and compare validation accuracy (0: compare after --steps only)",
 )
 @click.option("--pad-to", default=128, show_default=True, help="the seed-style padding width (max_length)")
+@click.option("--turn-steps", default=2, show_default=True, help="optimizer steps in one variant's turn")
+@click.option("--eval-chunk", default=128, show_default=True, help="validation rows in one variant's turn")
 @click.option("--local-dir", default="../shared/datasets", show_default=True, help="SST-2 for the tiny dvc run")
 @click.option("--skip-dvc", is_flag=True, help="do not time DVC")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="also write every number here")
 def main(
-    split_dir, base_dir, params_path, steps, repeats, accuracy_steps, pad_to, local_dir, skip_dvc, json_out
+    split_dir,
+    base_dir,
+    params_path,
+    steps,
+    repeats,
+    accuracy_steps,
+    pad_to,
+    turn_steps,
+    eval_chunk,
+    local_dir,
+    skip_dvc,
+    json_out,
 ) -> None:
     runs = []
     for repeat in range(repeats):
-        pair = {v: in_fresh_process(v, split_dir, base_dir, params_path, steps, pad_to) for v in VARIANTS}
+        pair = both_in_turns(split_dir, base_dir, params_path, steps, pad_to, turn_steps, eval_chunk)
         runs.append(pair)
         for variant, r in pair.items():
             click.echo(
@@ -234,7 +326,7 @@ def main(
     summary: dict[str, Any] = {"steps": steps, "runs": runs, "train_ratio": train_ratio, "eval_ratio": eval_ratio}
     if accuracy_steps:
         # A few steps leave both near chance; accuracy is compared where training has converged somewhat.
-        pair = {v: in_fresh_process(v, split_dir, base_dir, params_path, accuracy_steps, pad_to) for v in VARIANTS}
+        pair = both_in_turns(split_dir, base_dir, params_path, accuracy_steps, pad_to, turn_steps, eval_chunk)
         summary["accuracy_run"] = pair
         shown = ", ".join(f"{v} {r['val_accuracy']:.4f}" for v, r in pair.items())
         click.echo(f"val accuracy after {accuracy_steps} steps: {shown}")

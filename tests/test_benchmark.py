@@ -1,0 +1,63 @@
+"""benchmarks/throughput.py: the turn-taking that keeps its ratios steady, and a tiny end-to-end run."""
+
+import json
+import multiprocessing
+import sys
+
+from conftest import ROOT, run, tiny_train_overrides
+from test_stages import custom_project, invoke, run_until_preprocess  # noqa: F401 (fixture)
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import throughput  # noqa: E402
+
+
+def record(log, count, event: int) -> None:
+    """Append to shared memory at once (a multiprocessing queue's feeder thread could reorder processes)."""
+    with count.get_lock():
+        log[count.value] = event
+        count.value += 1
+
+
+def take_turns(turns: "throughput.Turns", me: int, rounds: int, log, count) -> None:
+    turns.join(me)
+    try:
+        for _ in range(rounds):
+            record(log, count, 10 * me + 1)  # start of a turn
+            record(log, count, 10 * me + 2)  # its end
+            turns.hand_over()
+    finally:
+        turns.leave()
+
+
+def test_turns_alternate_and_never_overlap():
+    ctx = multiprocessing.get_context("spawn")
+    turns, log, count = throughput.Turns(ctx), ctx.Array("i", 12), ctx.Value("i", 0)
+    players = [ctx.Process(target=take_turns, args=(turns, me, rounds, log, count)) for me, rounds in ((0, 2), (1, 4))]
+    for p in players:
+        p.start()
+    for p in players:
+        p.join(timeout=60)
+        assert p.exitcode == 0, "a player hung or failed"
+    # Each turn's start is followed by its own end (no other process ran in between); player 0 moves first,
+    # they alternate while both play, and player 1 plays on alone once player 0 is done.
+    assert count.value == 12
+    assert list(log) == [1, 2, 11, 12, 1, 2, 11, 12, 11, 12, 11, 12]
+
+
+def test_benchmark_runs_end_to_end_on_a_tiny_model(custom_project, tmp_path, tiny_model_dir):  # noqa: F811
+    params = custom_project(**tiny_train_overrides(tiny_model_dir), **{"split.val_fraction": 0.3})
+    assert run_until_preprocess(params).exit_code == 0
+    assert invoke("split", "--params", params, "--processed", "processed", "--out", "split").exit_code == 0
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--split", "split", "--base", "base"]
+    cmd += ["--params", params, "--steps", "2", "--repeats", "1", "--turn-steps", "1", "--eval-chunk", "4"]
+    result = run([*cmd, "--pad-to", "256", "--skip-dvc", "--json-out", str(out)], tmp_path)
+    assert "llmcls / seed-style" in result.stdout
+    summary = json.loads(out.read_text())
+    seed_style, llmcls = summary["runs"][0]["seed-style"], summary["runs"][0]["llmcls"]
+    for r in (seed_style, llmcls):
+        assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0 and 0 <= r["val_accuracy"] <= 1
+    # Seed-style pads every row to 256 tokens; llmcls pads each batch only to its longest row.
+    assert seed_style["train_computed_tokens_per_s"] / seed_style["train_tokens_per_s"] > 1.5
+    assert llmcls["train_computed_tokens_per_s"] / llmcls["train_tokens_per_s"] < 1.5
+    assert summary["train_ratio"] == [llmcls["train_samples_per_s"] / seed_style["train_samples_per_s"]]
