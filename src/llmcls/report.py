@@ -38,6 +38,11 @@ METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "log_loss": "log
 FileReader = Callable[[Run, str], "str | None"]
 
 
+def seeds(n: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def _size(value: Any) -> str:
     return "all" if value is None else str(value)
 
@@ -128,7 +133,8 @@ def plot_per_class_f1(group: Group, path: Path) -> None:
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("test F1")
     ax.set_xlabel("class")
-    ax.set_title(f"{group.key('dataset')}: per-class test F1 (mean ± std over {len(group.seeds)} seeds)\n{group.title}")
+    over = seeds(len(group.seeds))
+    ax.set_title(f"{group.key('dataset')}: per-class test F1 (mean ± std over {over})\n{group.title}")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -228,7 +234,7 @@ def build_report(
             lines += [
                 f"### {dataset}: {group.title}, train size {_size(group.key('split.train_size'))}",
                 "",
-                f"{METRIC_NAMES[metric]} {group.summary(metric).format()} over {len(group.seeds)} seeds; "
+                f"{METRIC_NAMES[metric]} {group.summary(metric).format()} over {seeds(len(group.seeds))}; "
                 f"best seed {run.params.get(SEED)} (`{run.label}`).",
                 "",
             ]
