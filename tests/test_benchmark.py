@@ -4,7 +4,9 @@ import json
 import multiprocessing
 import sys
 
-from conftest import ROOT, run, tiny_train_overrides
+import pytest
+import yaml
+from conftest import ROOT, SHARED, run, tiny_train_overrides
 from test_stages import custom_project, invoke, run_until_preprocess  # noqa: F401 (fixture)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -61,3 +63,16 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(custom_project, tmp_path, tin
     assert seed_style["train_computed_tokens_per_s"] / seed_style["train_tokens_per_s"] > 1.5
     assert llmcls["train_computed_tokens_per_s"] / llmcls["train_tokens_per_s"] < 1.5
     assert summary["train_ratio"] == [llmcls["train_samples_per_s"] / seed_style["train_samples_per_s"]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
+def test_dvc_overhead_runs_the_pipeline_bare_and_under_dvc(tiny_model_dir):
+    # The bare stage commands are DVC's own, ${...} resolved: dvc.yaml's raw cmd strings do not run.
+    commands = throughput.stage_commands(ROOT)
+    assert len(commands) == len(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert not any("${" in cmd for cmd in commands)
+    assert commands[-1].startswith("python stages/submit.py")
+    d = throughput.dvc_overhead(tiny_model_dir, SHARED)
+    assert d["stages"] == len(commands)
+    assert d["bare_stage_commands_s"] > 0 and d["dvc_exp_run_s"] > 0
