@@ -4,17 +4,12 @@ The LLM's weight is `ensemble.llm_weight`, or `fit`: the weight with the lowest 
 Scored and written like the evaluate stage, so submit can hand in the blend.
 """
 
-from pathlib import Path
-
 import click
 
 from llmcls.ensemble import run_ensemble
 from llmcls.params import load_params
 from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import params_option, stage
-
-PathDir = click.Path(file_okay=False, path_type=Path)
-PathFile = click.Path(dir_okay=False, path_type=Path)
+from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
 
 
 @click.command()
@@ -22,9 +17,7 @@ PathFile = click.Path(dir_okay=False, path_type=Path)
 @click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder (ids and labels)")
 @click.option("--llm", "llm_dir", type=PathDir, required=True, help="the LLM's predictions folder")
 @click.option("--baseline", "baseline_dir", type=PathDir, required=True, help="the baseline's predictions folder")
-@click.option("--metrics", type=PathFile, required=True, help="summary metrics JSON")
-@click.option("--report", type=PathFile, required=True, help="full report JSON (per class, confusion matrix)")
-@click.option("--predictions", type=PathDir, required=True, help="folder for val.csv / test.csv predictions")
+@evaluation_outputs
 @stage
 def main(params_path, split_dir, llm_dir, baseline_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)

@@ -5,18 +5,13 @@ Writes the metrics DVC compares (metrics/eval.json), the full report, and per-ex
 evaluate.swap_tta, each row is also scored with responses A and B swapped and the two are averaged.
 """
 
-from pathlib import Path
-
 import click
 
 from llmcls.devices import is_main_process
 from llmcls.evaluation import evaluate_classifier
 from llmcls.params import load_params
 from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import params_option, stage
-
-PathDir = click.Path(file_okay=False, path_type=Path)
-PathFile = click.Path(dir_okay=False, path_type=Path)
+from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
 
 
 @click.command()
@@ -24,9 +19,7 @@ PathFile = click.Path(dir_okay=False, path_type=Path)
 @click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder")
 @click.option("--base", type=PathDir, required=True, help="base model folder")
 @click.option("--model", "model_dir", type=PathDir, required=True, help="classifier folder")
-@click.option("--metrics", type=PathFile, required=True, help="summary metrics JSON")
-@click.option("--report", type=PathFile, required=True, help="full report JSON (per class, confusion matrix)")
-@click.option("--predictions", type=PathDir, required=True, help="folder for val.csv / test.csv predictions")
+@evaluation_outputs
 @stage
 def main(params_path, split_dir, base, model_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)

@@ -12,9 +12,7 @@ from llmcls.base_model import load_tokenizer
 from llmcls.catalog import dataset_spec
 from llmcls.params import load_params
 from llmcls.preprocessing import preprocess_dataset
-from llmcls.stage import params_option, stage
-
-PathDir = click.Path(file_okay=False, path_type=Path)
+from llmcls.stage import PathDir, params_option, stage
 
 
 @click.command()

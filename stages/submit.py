@@ -13,15 +13,13 @@ import pandas as pd
 from llmcls.catalog import dataset_spec
 from llmcls.outputs import read_json, write_csv
 from llmcls.params import load_params
-from llmcls.stage import params_option, stage
+from llmcls.stage import PathDir, PathFile, params_option, stage
 from llmcls.submission import build_submission, check_submission
-
-PathFile = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command()
 @params_option
-@click.option("--split", "split_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--split", "split_dir", type=PathDir, required=True)
 @click.option("--llm", type=PathFile, required=True, help="the LLM's test predictions")
 @click.option("--baseline", type=PathFile, required=True, help="the baseline's test predictions")
 @click.option("--ensemble", type=PathFile, required=True, help="the ensemble's test predictions")

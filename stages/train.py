@@ -9,10 +9,8 @@ from pathlib import Path
 import click
 
 from llmcls.params import load_params
-from llmcls.stage import params_option, stage
+from llmcls.stage import PathDir, params_option, stage
 from llmcls.training import train_classifier
-
-PathDir = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command()

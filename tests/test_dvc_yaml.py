@@ -48,3 +48,20 @@ def test_stage_declares_the_modules_it_imports(name):
     assert not missing, f"stage {name}: add {sorted(missing)} to its deps"
     unused = {d for d in deps if d.startswith("src/")} - library_files(ROOT / script)
     assert not unused, f"stage {name}: {sorted(unused)} are declared but never imported"
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE))
+def test_stage_imports_the_library_of_its_own_tree(name):
+    """A queued experiment runs in a copy of the repo: its stages must read that copy's src/, not the
+    workspace's (where the editable install points), which may have changed since it was queued."""
+    assert PIPELINE[name]["cmd"].startswith("PYTHONPATH=src ")
+
+
+def test_pythonpath_src_wins_over_the_editable_install(project_copy):
+    import subprocess
+
+    probe = "import llmcls, pathlib; print(pathlib.Path(llmcls.__file__).resolve())"
+    found = subprocess.run(
+        f"PYTHONPATH=src python -c '{probe}'", shell=True, cwd=project_copy, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == str((project_copy / "src" / "llmcls" / "__init__.py").resolve())

@@ -134,3 +134,24 @@ def test_queued_experiment_reads_local_dir_relative_to_the_project(tmp_path, mon
     assert record["source"] == "local" and record["rows"] == {"train": 10, "test": 4}
     assert record["files"]["train"] == "../datasets/sst2/train.tsv"  # as params give it, from any copy
     assert set(record["sha256"]) == {"train", "test"}
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
+def test_real_trec_labels_come_from_the_line_prefix(tmp_path):
+    record = fetch_dataset(dataset_spec("trec"), local(SHARED), tmp_path / "trec")
+    assert record["rows"] == {"train": 5444, "test": 499}
+    train = pd.read_parquet(tmp_path / "trec" / "train.parquet")
+    assert set(train["label"]) == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+    assert train["text"][0] == "How did serfdom develop in and then leave Russia ?"
+
+
+def test_line_file_pattern_names_the_lines_that_do_not_match(tmp_path):
+    path = tmp_path / "q.label"
+    path.write_text("NUM:dist How far is it ?\nno label here\n\nLOC:city Where is Rome ?\n")
+    pattern = r"^(?P<label>[A-Z]+):\S+ (?P<text>.+)$"
+    with pytest.raises(LlmclsError, match=r"q.label: 1 line\(s\) do not match .*line 2: 'no label here'"):
+        read_table(path, {"pattern": pattern})
+    path.write_text("NUM:dist How far is it ?\nLOC:city Where is Rome ?\n")
+    table = read_table(path, {"pattern": pattern})
+    assert table.to_dict("list") == {"label": ["NUM", "LOC"], "text": ["How far is it ?", "Where is Rome ?"]}
+    assert read_table(path)["text"].tolist()[1] == "LOC:city Where is Rome ?"

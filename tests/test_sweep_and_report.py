@@ -53,6 +53,7 @@ def row(rev, params, acc, timestamp, base_acc=None, name=None, state=None, secon
     if base_acc is not None:
         files["metrics/baseline/eval.json"] = metrics(base_acc)
         files["metrics/ensemble/eval.json"] = metrics(min(acc + 0.01, 1.0))
+        files["metrics/prompt_only/eval.json"] = metrics(0.5)
     data = {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}}, "metrics": files}
     if state == "queued":
         data["metrics"] = {}
@@ -116,6 +117,21 @@ def test_leaderboard_groups_seeds_and_tests_pairs():
     vs_base = found[("sst2", "baseline -> llm")]
     assert isinstance(vs_base, PairedTest) and vs_base.n == 3 and vs_base.mean_diff == pytest.approx(0.06)
     assert found[("r8", "ensemble -> llm")].mean_diff == pytest.approx(-0.01)
+
+
+def test_prompt_only_row_ignores_training_settings_and_pairs_with_each_seed():
+    rows = fake_exp_show()
+    # Another LLM run that differs only in a training setting: same data, same prompt, same base model.
+    other = params(**{"train.learning_rate": 0.0001, "train.seed": 7})
+    rows.append(row("f" * 40, other, 0.70, "2026-11-22T21:00:00", base_acc=0.80))
+    groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
+    prompt_only = [g for g in groups if g.system == "prompt_only" and g.key("dataset") == "sst2"]
+    assert len(prompt_only) == 1 and prompt_only[0].variant == ""
+    assert prompt_only[0].title == "prompt-only: smollm2-135m, no fine-tuning"
+    assert "train.seed" not in prompt_only[0].params and "train.learning_rate" not in prompt_only[0].params
+    assert len(prompt_only[0].seeds) == 4  # the same value from every run of the dataset
+    found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
+    assert found[("sst2", "prompt_only -> llm")].mean_diff == pytest.approx(0.86 - 0.5)
 
 
 def test_learning_curve_needs_two_sizes():

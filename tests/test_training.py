@@ -1,5 +1,6 @@
 """Training and evaluation on a tiny random Llama: LoRA and full fine-tuning, reload, reproducibility."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -102,3 +103,32 @@ def test_best_checkpoint_is_kept_not_the_last(tmp_path, tiny_model_dir, tiny_bas
     history = pd.read_csv(out / "live" / "plots" / "metrics" / "eval" / "log_loss.tsv", sep="\t")
     best = history.loc[history["log_loss"].idxmin(), "step"]
     assert summary["best_step"] == best
+
+
+@pytest.mark.parametrize(
+    ("rows", "min_steps", "max_steps", "processes", "expected"),
+    [
+        (100, 60, -1, 1, 60),  # 7 batches x 2 epochs = 14 steps: lifted to 60
+        (2000, 60, -1, 1, None),  # 250 steps already
+        (100, 0, -1, 1, None),  # no floor
+        (100, 60, 5, 1, None),  # max_steps decides
+        (960, 70, -1, 2, 70),  # 2 processes: 30 batches each x 2 epochs = 60 steps, lifted to 70
+    ],
+)
+def test_step_floor_lifts_only_short_runs(tiny_model_dir, rows, min_steps, max_steps, processes, expected):
+    from llmcls.training import step_floor
+
+    params = params_for(tiny_model_dir, **{"train.min_steps": min_steps, "train.max_steps": max_steps})
+    t = dataclasses.replace(params.train, batch_size=16, epochs=2.0)
+    assert step_floor(t, rows, processes) == expected
+
+
+def test_min_steps_runs_that_many_steps(tmp_path, tiny_model_dir, tiny_base_dir):
+    summary, _, _ = train(
+        tmp_path,
+        tiny_model_dir,
+        tiny_base_dir,
+        "floor",
+        **{"train.max_steps": -1, "train.epochs": 1, "train.min_steps": 7},
+    )
+    assert summary["steps"] == 7  # 12 train rows at batch 8: 2 steps an epoch, lifted to 7

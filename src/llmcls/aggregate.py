@@ -14,14 +14,21 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from llmcls.experiments import SEED, Run, identity
+from llmcls.experiments import SEED, SYSTEM_METRICS, Run, identity
 
 METRICS = ("accuracy", "f1_macro", "log_loss")
 LOWER_IS_BETTER = {"log_loss"}
 # The leaderboard's own columns; every other identity param that differs from the reference is a "variant".
 GROUP_KEYS = ("dataset", "model.name", "train.mode", "split.train_size")
-# What each system's result depends on: the baseline never sees the LLM settings, so those are not its variant.
-BASELINE_KEYS = ("dataset", "split.", "custom.", "baseline.")
+# What each system's result depends on: the baseline never sees the LLM settings, so those are not its variant;
+# the prompt-only row sees the data, the prompt and the base model, never a training setting.
+SYSTEM_KEYS = {
+    "baseline": ("dataset", "split.", "custom.", "baseline."),
+    "prompt_only": ("dataset", "split.", "custom.", "preprocess.", "model.name"),
+}
+# Systems whose result does not depend on train.seed: one value, paired with each LLM seed in tests.
+SEEDLESS = tuple(SYSTEM_KEYS)
+ORDER = {"llm": 0, "ensemble": 1, "prompt_only": 2, "baseline": 3}
 TEST_NAME = "paired t-test (two-sided, scipy.stats.ttest_rel)"
 
 
@@ -79,7 +86,7 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
 class Entry:
     """One system's test result in one run."""
 
-    system: str  # llm | baseline | ensemble
+    system: str  # a SYSTEM_METRICS key: llm | baseline | ensemble | prompt_only
     run: Run
     metrics: Mapping[str, Any]
 
@@ -89,17 +96,22 @@ class Entry:
 
     def config(self) -> tuple[tuple[str, Any], ...]:
         """What decides this result, without the seed (the baseline ignores the LLM's settings)."""
-        params = identity(self.run.params, with_seed=False)
-        if self.system == "baseline":
-            params = {k: v for k, v in params.items() if k.startswith(BASELINE_KEYS)}
+        params = own_params(self.system, identity(self.run.params, with_seed=False))
         return (("system", self.system), *sorted(params.items(), key=lambda kv: kv[0]))
+
+
+def own_params(system: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params ``system``'s result depends on (all of them for the LLM and the ensemble)."""
+    if system not in SYSTEM_KEYS:
+        return dict(params)
+    return {k: v for k, v in params.items() if k.startswith(SYSTEM_KEYS[system])}
 
 
 def entries(runs: Iterable[Run]) -> list[Entry]:
     """Every system's test metrics in every run that has them."""
     out = []
     for run in runs:
-        for system in ("llm", "baseline", "ensemble"):
+        for system in SYSTEM_METRICS:
             if (test := run.test_metrics(system)) is not None:
                 out.append(Entry(system, run, test))
     return out
@@ -137,6 +149,8 @@ class Group:
         """Short description: model / mode for the LLM, the classical names otherwise."""
         if self.system == "baseline":
             head = "TF-IDF + logistic regression"
+        elif self.system == "prompt_only":
+            head = f"prompt-only: {self.key('model.name')}, no fine-tuning"
         elif self.system == "ensemble":
             head = f"ensemble: {self.key('model.name')} {self.key('train.mode')} + TF-IDF"
         else:
@@ -162,9 +176,7 @@ def group_entries(items: Iterable[Entry], reference: Mapping[str, Any]) -> list[
     groups = []
     for config, by_seed in buckets.items():
         params = dict(config[1:])
-        ref = identity(reference, with_seed=False)
-        if config[0][1] == "baseline":
-            ref = {k: v for k, v in ref.items() if k.startswith(BASELINE_KEYS)}
+        ref = own_params(config[0][1], identity(reference, with_seed=False))
         groups.append(Group(config[0][1], params, tuple(by_seed.values()), variant_of(params, ref)))
     return sorted(groups, key=_order)
 
@@ -173,7 +185,7 @@ def _order(group: Group) -> tuple:
     size = group.key("split.train_size")
     return (
         str(group.key("dataset")),
-        {"llm": 0, "ensemble": 1, "baseline": 2}[group.system],
+        ORDER[group.system],
         str(group.key("model.name")),
         str(group.key("train.mode")),
         math.inf if size is None else size,
@@ -228,7 +240,7 @@ def comparisons(groups: Sequence[Group], metric: str = "accuracy") -> list[Compa
                 continue
             a, b, what = pair
             by_seed_a, by_seed_b = a.by_seed(metric), b.by_seed(metric)
-            if a.system == "baseline":  # the baseline does not depend on the seed: pair it with each LLM seed
+            if a.system in SEEDLESS:  # one value whatever the seed: pair it with each LLM seed
                 seeds = sorted(by_seed_b, key=str)
                 values_a = [next(iter(by_seed_a.values()))] * len(seeds)
             else:
@@ -249,7 +261,7 @@ def _comparable(first: Group, second: Group) -> tuple[Group, Group, str] | None:
             return None
         key = diffs[0]
         return first, second, f"{key}: {first.params[key]} -> {second.params[key]}"
-    if systems in ({"llm", "ensemble"}, {"llm", "baseline"}):
+    if len(systems) == 2 and "llm" in systems:
         llm, other = (first, second) if first.system == "llm" else (second, first)
         if any(llm.params[k] != other.params[k] for k in llm.params.keys() & other.params.keys()):
             return None

@@ -19,11 +19,13 @@ from llmcls.params import read_yaml
 PARAMS_FILE = "params.yaml"
 LLM_METRICS = "metrics/eval.json"
 TRAIN_METRICS = "metrics/train/metrics.json"
-# Whose test metrics a run carries, and where: the fine-tuned LLM, the TF-IDF baseline, their blend.
+# Whose test metrics a run carries, and where: the fine-tuned LLM, the TF-IDF baseline, their blend, and the
+# base model with no fine-tuning (label-word scoring).
 SYSTEM_METRICS = {
     "llm": LLM_METRICS,
     "baseline": "metrics/baseline/eval.json",
     "ensemble": "metrics/ensemble/eval.json",
+    "prompt_only": "metrics/prompt_only/eval.json",
 }
 # Settings that say where files are or how fast a run goes, not what it learns: never part of its identity.
 NOT_IDENTITY = ("fetch.", "evaluate.batch_size", "submit.")
@@ -79,7 +81,7 @@ class Run:
         return self.name or self.rev[:7]
 
     def test_metrics(self, system: str) -> dict[str, Any] | None:
-        """The test-split metrics of ``system`` (llm | baseline | ensemble), or None when absent."""
+        """The test-split metrics of ``system`` (a SYSTEM_METRICS key), or None when absent."""
         test = self.metrics.get(SYSTEM_METRICS[system], {}).get("test")
         return test if test and "accuracy" in test else None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,16 +22,18 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def predict_proba(
+def map_batches(
     model: torch.nn.Module,
     sequences: Sequence[Sequence[int]],
     pad_id: int,
     batch_size: int,
+    fn: Callable[[dict[str, torch.Tensor]], np.ndarray],
     precision: str = "fp32",
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """Class probabilities in input order. Sorting by length (longest first, so memory peaks at once)
-    keeps padding near zero; the order is restored before returning.
+    """``fn`` over padded batches of ``sequences`` (on the model's device, in inference mode), one output row
+    per sequence, in input order. Sorting by length (longest first, so memory peaks at once) keeps padding
+    near zero; the order is restored before returning.
 
     ``batch_size`` is where it starts: when a batch runs out of memory, accelerate shrinks it (x0.9) and
     starts over, so the largest batch that fits is used.
@@ -46,15 +48,30 @@ def predict_proba(
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
             for start in range(0, len(order), size):
                 batch = pad_batch([sequences[i] for i in order[start : start + size]], pad_id)
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+                out.append(fn({k: v.to(device) for k, v in batch.items()}))
         return out
 
     out = run() if order else []
-    probs = np.concatenate(out) if out else np.zeros((0, 0))
-    restored = np.empty_like(probs)
-    restored[order] = probs
+    rows = np.concatenate(out) if out else np.zeros((0, 0))
+    restored = np.empty_like(rows)
+    restored[order] = rows
     return restored
+
+
+def predict_proba(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Class probabilities in input order (see map_batches for batching)."""
+
+    def probabilities(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+
+    return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device)
 
 
 def predict_proba_parallel(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int, precision: str):

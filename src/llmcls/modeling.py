@@ -9,6 +9,7 @@ nothing else.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from llmcls.preprocessing import LabelSet
 
 META = "llmcls.json"
 LABELS = "labels.json"
-HEAD_WEIGHTS = "head.safetensors"  # the MLP head of a fully fine-tuned model (not in the base architecture)
+HEAD_WEIGHTS = "head.safetensors"  # the head of a fully fine-tuned model (not the base architecture's score layer)
 
 
 def head_attribute(model: torch.nn.Module) -> str:
@@ -53,13 +54,23 @@ def mlp_head(hidden: int, num_labels: int, dropout: float) -> torch.nn.Sequentia
     return head
 
 
+def linear_head(hidden: int, num_labels: int) -> torch.nn.Linear:
+    """hidden -> classes with a bias (the architectures' own score layers have none): a warm-started head
+    needs the probe's intercept, and an imbalanced dataset its class priors."""
+    head = torch.nn.Linear(hidden, num_labels, bias=True)
+    torch.nn.init.normal_(head.weight, std=0.02)  # the score layers' own initialiser range
+    torch.nn.init.zeros_(head.bias)
+    return head
+
+
 def install_head(model: torch.nn.Module, head: str, dropout: float) -> torch.nn.Module:
     """Put the configured head (params `model.head`) on ``model``. The model's pooler still picks the last
     non-pad token, so the head sees that token's hidden state either way."""
-    if head == "mlp":
-        name = head_attribute(model)
-        linear = getattr(model, name)
-        setattr(model, name, mlp_head(linear.in_features, linear.out_features, dropout))
+    name = head_attribute(model)
+    current = getattr(model, name)
+    hidden, num_labels = current.in_features, current.out_features
+    new = mlp_head(hidden, num_labels, dropout) if head == "mlp" else linear_head(hidden, num_labels)
+    setattr(model, name, new.to(current.weight.device))
     return model
 
 
@@ -115,11 +126,20 @@ def _base_classifier(
 
 
 def build_classifier(
-    base_dir: str | Path, labels: LabelSet, pad_token_id: int, model: ModelParams, train: TrainParams
+    base_dir: str | Path,
+    labels: LabelSet,
+    pad_token_id: int,
+    model: ModelParams,
+    train: TrainParams,
+    warm_start: Callable[[torch.nn.Module, torch.nn.Module], Any] | None = None,
 ) -> torch.nn.Module:
-    """A fresh classifier; call after seeding, since the head is randomly initialised."""
+    """A fresh classifier; call after seeding, since the head is randomly initialised. ``warm_start(model,
+    head)`` may set the head from the frozen base before any adapter wraps it (LoRA starts as the identity,
+    so the base's features are the adapted model's first features)."""
     quantization = quantization_config(train)
     classifier = _base_classifier(base_dir, labels, pad_token_id, dataclasses.asdict(model), quantization)
+    if warm_start is not None:
+        warm_start(classifier, getattr(classifier, head_attribute(classifier)))
     if train.mode == "full":
         return classifier
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
@@ -148,7 +168,7 @@ def build_classifier(
 def save_classifier(model, tokenizer, labels: LabelSet, meta: dict[str, Any], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    if meta["mode"] == "full" and meta["params"]["model"]["head"] == "mlp":
+    if meta["mode"] == "full":
         from safetensors.torch import save_file
 
         head = getattr(model, head_attribute(model))
@@ -178,11 +198,10 @@ def load_classifier(
         model = AutoModelForSequenceClassification.from_pretrained(
             model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra
         )
-        if head["head"] == "mlp":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            install_head(model, head["head"], head["head_dropout"])
-            getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+        install_head(model, head["head"], head["head_dropout"])
+        getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
     else:
         from peft import PeftModel
 

@@ -43,6 +43,7 @@ SOURCES = ("local", "package", "hub", "kaggle")
 # One accelerate config file per strategy in configs/accelerate/ (dvc.yaml builds the path).
 LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 SUBMITTERS = ("llm", "baseline", "ensemble")
+HEAD_INITS = ("random", "linear_probe")
 
 
 class SectionError(Exception):
@@ -211,6 +212,7 @@ class TrainParams:
     seed: int
     epochs: float
     max_steps: int
+    min_steps: int
     learning_rate: float
     batch_size: int
     gradient_accumulation_steps: int
@@ -227,6 +229,8 @@ class TrainParams:
     class_weights: str | dict[str, float] | None
     label_smoothing: float
     early_stopping_patience: int | None
+    head_init: str
+    probe_C: float
     launch: LaunchParams
     lora: LoraParams
     qlora: QloraParams
@@ -239,6 +243,8 @@ class TrainParams:
             problems.append(f"learning_rate: {self.learning_rate} must be > 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("epochs / max_steps: set epochs > 0 or max_steps > 0")
+        if self.min_steps < 0:
+            problems.append(f"min_steps: {self.min_steps} must be >= 0")
         for key in ("batch_size", "gradient_accumulation_steps", "eval_steps"):
             if getattr(self, key) < 1:
                 problems.append(f"{key}: {getattr(self, key)} must be >= 1")
@@ -260,6 +266,10 @@ class TrainParams:
             problems.append(f"label_smoothing: {self.label_smoothing} must be in [0, 1)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             problems.append(f"early_stopping_patience: {self.early_stopping_patience} must be >= 1 or null")
+        if self.head_init not in HEAD_INITS:
+            problems.append(f"head_init: {self.head_init!r} is not one of {list(HEAD_INITS)}")
+        if self.probe_C <= 0:
+            problems.append(f"probe_C: {self.probe_C} must be > 0")
         _check(problems)
 
 

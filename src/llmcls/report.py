@@ -32,6 +32,7 @@ REPORTS = {
     "llm": "metrics/eval_report.json",
     "baseline": "metrics/baseline/eval_report.json",
     "ensemble": "metrics/ensemble/eval_report.json",
+    "prompt_only": "metrics/prompt_only/eval_report.json",
 }
 METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "log_loss": "log loss"}
 # Reads a git-tracked file as a run committed it: (run, path) -> text, or None.
@@ -194,8 +195,10 @@ def build_report(
         f"From `{source}`: {len(runs)} runs with test metrics (one per configuration and seed, the newest).",
         "Every number is on the dataset's test split (SST-2: the 872-row GLUE dev set); mean ± sample std",
         f"(n - 1) over seeds. Bold: the best mean {METRIC_NAMES[metric]} per dataset. Systems: the fine-tuned",
-        "LLM, the TF-IDF + logistic regression baseline on the same splits (it does not depend on train.seed,",
-        "so its std is 0), and their probability ensemble. Bracketed: settings that differ from params.yaml.",
+        "LLM, the TF-IDF + logistic regression baseline on the same splits, their probability ensemble, and the",
+        "prompt-only row: the base model with no fine-tuning, scoring each label's text after the same prompt.",
+        "The baseline and the prompt-only row do not depend on train.seed, so their std is 0. Bracketed:",
+        "settings that differ from params.yaml.",
         "",
         "## Leaderboard",
         "",
@@ -208,8 +211,8 @@ def build_report(
         lines += [
             f"Test {METRIC_NAMES[metric]} of configurations that differ in one setting, paired by seed: "
             f"{found[0].result.test}. p is not corrected for the number of tests; with 3 seeds only large",
-            "effects can reach significance. Against the baseline (one value) it is a one-sample test of the"
-            " per-seed differences.",
+            "effects can reach significance. Against the baseline or the prompt-only row (one value) it is a"
+            " one-sample test of the per-seed differences.",
             "",
             *comparison_table(found),
         ]

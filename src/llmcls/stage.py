@@ -6,11 +6,15 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from llmcls.errors import LlmclsError
+
+PathDir = click.Path(file_okay=False, path_type=Path)
+PathFile = click.Path(dir_okay=False, path_type=Path)
 
 params_option = click.option(
     "--params",
@@ -20,6 +24,18 @@ params_option = click.option(
     type=click.Path(dir_okay=False),
     help="params file to read settings from",
 )
+
+
+def evaluation_outputs(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The three outputs every scoring stage writes (evaluate, prompt_only, baseline, ensemble)."""
+    options = [
+        click.option("--metrics", type=PathFile, required=True, help="summary metrics JSON"),
+        click.option("--report", type=PathFile, required=True, help="full report JSON (per class, confusion matrix)"),
+        click.option("--predictions", type=PathDir, required=True, help="folder for val.csv / test.csv predictions"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def stage(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,19 +20,37 @@ READERS = {
     ".parquet": "parquet",
     ".xlsx": "excel",
     ".xls": "excel",
+    ".label": "lines",  # one record a line (TREC's `COARSE:fine question`), split by a `pattern` option
 }
 
 
+def read_lines(path: Path, pattern: str | None, encoding: str) -> pd.DataFrame:
+    """One row per non-empty line: column `text`, or with ``pattern`` one column per named regex group."""
+    lines = [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+    if pattern is None:
+        return pd.DataFrame({"text": lines})
+    table = pd.Series(lines, dtype=object).str.extract(pattern)
+    unmatched = table.index[table.isna().all(axis=1)].tolist()
+    if unmatched:
+        shown = ", ".join(f"line {i + 1}: {lines[i][:60]!r}" for i in unmatched[:5])
+        raise LlmclsError(f"{path}: {len(unmatched)} line(s) do not match the pattern {pattern!r} ({shown})")
+    return table
+
+
 def read_table(path: str | Path, options: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Read CSV / TSV / JSON / JSONL / Parquet / Excel by extension; ``options`` go to pandas."""
+    """Read CSV / TSV / JSON / JSONL / Parquet / Excel / line files by extension; ``options`` go to pandas,
+    except ``pattern``: a regex whose named groups split each line of a line file into columns."""
     path = Path(path)
     options = dict(options or {})
+    pattern = options.pop("pattern", None)
     if not path.is_file():
         raise LlmclsError(f"{path}: file not found")
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise LlmclsError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
     try:
+        if kind == "lines":
+            return read_lines(path, pattern, options.get("encoding", "utf-8"))
         if kind in ("csv", "tsv"):
             if kind == "tsv" or options.get("sep") == "\t":
                 # Sentences carry bare quotes; TSV files here are not quoted.
@@ -46,7 +64,7 @@ def read_table(path: str | Path, options: dict[str, Any] | None = None) -> pd.Da
         if kind == "parquet":
             return pd.read_parquet(path, **options)
         return pd.read_excel(path, **options)
-    except (ValueError, pd.errors.ParserError, OSError, ImportError) as err:
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError, ImportError) as err:
         raise LlmclsError(f"{path}: cannot read as {kind}: {err}") from err
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -30,10 +31,11 @@ from transformers import (
 from llmcls.base_model import load_tokenizer
 from llmcls.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.errors import LlmclsError
+from llmcls.head_init import warm_start_head
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
 from llmcls.modeling import build_classifier, quantization_config, save_classifier
 from llmcls.outputs import read_json, remove, write_json
-from llmcls.params import Params
+from llmcls.params import Params, TrainParams
 from llmcls.preprocessing import LabelSet
 
 FINGERPRINT = "llmcls_run.json"
@@ -171,6 +173,20 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
     return TrainingArguments(**(settings | overrides))
 
 
+def step_floor(train: TrainParams, rows: int, processes: int) -> int | None:
+    """The optimizer steps to run when ``train.min_steps`` lifts a short run (None: epochs decide).
+
+    Epochs over a small dataset give few steps (100 rows, batch 16, 2 epochs: 14), too few to learn; the
+    floor makes those runs longer and leaves the others alone. max_steps, when set, always wins.
+    """
+    if train.max_steps > 0 or train.min_steps <= 0:
+        return None
+    batches = math.ceil(rows / (train.batch_size * processes))
+    per_epoch = max(batches // train.gradient_accumulation_steps, 1)  # as the Trainer counts an epoch
+    planned = math.ceil(per_epoch * train.epochs)
+    return train.min_steps if planned < train.min_steps else None
+
+
 def make_trainer(
     model,
     args: TrainingArguments,
@@ -208,8 +224,31 @@ def train_classifier(
     # Evaluation walks val in order: sorted by length, its batches carry almost no padding.
     val = pd.read_parquet(split_dir / "val.parquet").sort_values("length", ascending=False, kind="stable")
     precision = resolve_precision(params.train.precision)
-    model = build_classifier(base_dir, labels, tokenizer.pad_token_id, params.model, params.train)
     t = params.train
+    use_all_cpu_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    # The probe is a linear layer: an mlp head (model.head) starts random whatever head_init says.
+    probe = t.head_init == "linear_probe" and params.model.head == "linear"
+    head_init: dict[str, Any] = {"method": "linear_probe" if probe else "random"}
+
+    def warm_start(base, head) -> None:
+        # Every process fits the same probe on the same rows (deterministic), so the ranks start equal.
+        head_init.update(
+            warm_start_head(
+                base if getattr(base, "hf_quantizer", None) else base.to(process_state().device),
+                head,
+                train["input_ids"].tolist(),
+                train["label_id"].tolist(),
+                tokenizer.pad_token_id,
+                params.evaluate.batch_size,
+                t.probe_C,
+                t.seed,
+                precision,
+            )
+        )
+
+    model = build_classifier(
+        base_dir, labels, tokenizer.pad_token_id, params.model, t, warm_start=warm_start if probe else None
+    )
     weights = class_weight_vector(t.class_weights, labels, train["label_id"])
     # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
     # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
@@ -223,8 +262,8 @@ def train_classifier(
     # so every rank agrees on the checkpoint (two ranks deleting the same folder at once crashed DDP).
     with process_state().main_process_first():
         resume = resumable_checkpoint(checkpoint_dir, stamp)
-    args = training_arguments(params, checkpoint_dir, precision)
-    use_all_cpu_cores(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    floor = step_floor(t, len(train), process_state().num_processes)
+    args = training_arguments(params, checkpoint_dir, precision, **({"max_steps": floor} if floor else {}))
     live = None
     if args.process_index == 0:
         from dvclive import Live
@@ -255,6 +294,7 @@ def train_classifier(
         "steps": state.global_step,
         "stopped_early": state.global_step < state.max_steps,
         "class_weights": weights,
+        "head_init": head_init,
     }
     if trainer.is_world_process_zero():
         meta = {

@@ -1,0 +1,37 @@
+"""dvc repro prompt_only — the base model with no fine-tuning: label-word scoring with its LM head.
+
+Each class's probability is the likelihood of its label text after the same prompt the classifier reads,
+normalised over the classes. It depends on the data and the base model only, so seeds and training settings
+reuse it from DVC's run cache. Written like evaluate's output, so the report shows it as a row of its own.
+"""
+
+import click
+
+from llmcls.catalog import dataset_spec
+from llmcls.devices import resolve_precision
+from llmcls.label_scoring import evaluate_prompt_only
+from llmcls.outputs import read_json
+from llmcls.params import load_params
+from llmcls.scoring import shown_metrics, write_evaluation
+from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
+
+
+@click.command()
+@params_option
+@click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder")
+@click.option("--base", type=PathDir, required=True, help="base model folder")
+@evaluation_outputs
+@stage
+def main(params_path, split_dir, base, metrics, report, predictions) -> None:
+    params = load_params(params_path)
+    spec = dataset_spec(params.dataset, params.custom)
+    # The label texts as the prompt's {class_labels} shows them.
+    texts = [spec.class_labels.get(name, name) for name in read_json(split_dir / "labels.json")["labels"]]
+    precision = resolve_precision(params.train.precision)
+    summary, full, tables = evaluate_prompt_only(base, split_dir, texts, params.evaluate.batch_size, precision)
+    write_evaluation(summary, full, tables, metrics, report, predictions)
+    click.echo(f"prompt_only: label texts {texts}\n{shown_metrics(summary)}")
+
+
+if __name__ == "__main__":
+    main()
