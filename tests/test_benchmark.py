@@ -72,7 +72,9 @@ def test_dvc_overhead_runs_the_pipeline_bare_and_under_dvc(tiny_model_dir):
     commands = throughput.stage_commands(ROOT)
     assert len(commands) == len(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     assert not any("${" in cmd for cmd in commands)
-    assert commands[-1].startswith("python stages/submit.py")
+    assert all(cmd.startswith("PYTHONPATH=src ") for cmd in commands)
+    order = [next(word for word in cmd.split() if word.startswith("stages/")) for cmd in commands]
+    assert order.index("stages/evaluate.py") < order.index("stages/submit.py")
     d = throughput.dvc_overhead(tiny_model_dir, SHARED)
     assert d["stages"] == len(commands)
     assert d["bare_stage_commands_s"] > 0 and d["dvc_exp_run_s"] > 0

@@ -90,3 +90,15 @@ def test_linear_head_has_a_bias_and_reloads_in_full_mode(tmp_path, tiny_model_di
     head = getattr(model, head_attribute(model))
     # The probe's intercept survived the save / reload of a fully fine-tuned model.
     assert head.bias is not None and float(head.bias.detach().abs().sum()) > 0
+
+
+def test_rows_of_one_class_keep_the_random_head():
+    import torch
+
+    from llmcls.head_init import warm_start_head
+
+    head = torch.nn.Linear(4, 2)
+    before = head.weight.detach().clone()
+    record = warm_start_head(torch.nn.Identity(), head, [[1, 2]] * 3, [1, 1, 1], 0, 2, 1.0, 0)
+    assert record["method"] == "random" and "single class" in record["probe_skipped"]
+    assert torch.equal(head.weight, before)

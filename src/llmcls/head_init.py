@@ -79,7 +79,12 @@ def warm_start_head(
     seed: int,
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Set ``head`` (a linear layer with bias) to the probe fitted on ``sequences``; returns what to record."""
+    """Set ``head`` (a linear layer with bias) to the probe fitted on ``sequences``; returns what to record.
+
+    Rows of a single class leave nothing to separate: the head keeps its random start, and the record says so.
+    """
+    if len(set(label_ids)) < 2:
+        return {"method": "random", "probe_skipped": "the training rows hold a single class"}
     was_training = model.training
     model.eval()
     features = pooled_features(model, head, sequences, pad_id, batch_size, precision)
