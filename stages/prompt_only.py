@@ -5,6 +5,8 @@ normalised over the classes. It depends on the data and the base model only, so 
 reuse it from DVC's run cache. Written like evaluate's output, so the report shows it as a row of its own.
 """
 
+import time
+
 import click
 
 from llmcls.catalog import dataset_spec
@@ -13,7 +15,7 @@ from llmcls.label_scoring import evaluate_prompt_only
 from llmcls.outputs import read_json
 from llmcls.params import load_params
 from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
 
 
 @click.command()
@@ -21,15 +23,18 @@ from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
 @click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder")
 @click.option("--base", type=PathDir, required=True, help="base model folder")
 @evaluation_outputs
+@run_log_option
 @stage
-def main(params_path, split_dir, base, metrics, report, predictions) -> None:
+def main(params_path, split_dir, base, metrics, report, predictions, run_log) -> None:
     params = load_params(params_path)
+    start = time.perf_counter()
     spec = dataset_spec(params.dataset, params.custom)
     # The label texts as the prompt's {class_labels} shows them.
     texts = [spec.class_labels.get(name, name) for name in read_json(split_dir / "labels.json")["labels"]]
     precision = resolve_precision(params.train.precision)
     summary, full, tables = evaluate_prompt_only(base, split_dir, texts, params.evaluate.batch_size, precision)
     write_evaluation(summary, full, tables, metrics, report, predictions)
+    write_run_log(run_log, rate(summary, time.perf_counter() - start))
     click.echo(f"prompt_only: label texts {texts}\n{shown_metrics(summary)}")
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from llmcls.devices import is_main_process
 from llmcls.params import load_params
-from llmcls.stage import PathDir, params_option, stage
+from llmcls.stage import PathDir, params_option, run_log_option, stage, write_run_log
 from llmcls.training import train_classifier
 
 
@@ -20,10 +21,13 @@ from llmcls.training import train_classifier
 @click.option("--out", type=PathDir, required=True, help="classifier output folder")
 @click.option("--live", type=PathDir, required=True, help="DVCLive folder for training curves")
 @click.option("--checkpoints", type=PathDir, required=True, help="checkpoint folder (kept for resuming)")
+@run_log_option
 @stage
-def main(params_path: str, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path) -> None:
+def main(params_path, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path, run_log) -> None:
     params = load_params(params_path)
     summary = train_classifier(params, split_dir, base, out, live, checkpoints)
+    if is_main_process():
+        write_run_log(run_log, summary["run"])
     click.echo(f"train: {summary}")
 
 

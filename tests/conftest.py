@@ -158,6 +158,10 @@ def project_copy(tmp_path) -> Path:
     run(["git", "init", "-q"], dest)
     run(["git", "config", "user.email", "test@llmcls"], dest)
     run(["git", "config", "user.name", "test"], dest)
+    # This machine's datasets folder, as `llmcls setup` pins it (an empty one where ../shared is absent).
+    datasets = SHARED if SHARED.is_dir() else tmp_path / "no-datasets"
+    datasets.mkdir(exist_ok=True)
+    run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], dest)
     return dest
 
 

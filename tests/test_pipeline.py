@@ -16,13 +16,13 @@ STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "b
 def tiny_project(project_copy, tiny_model_dir):
     """The project with a custom CSV dataset (a file the test writes) and the tiny model."""
     data = sentiment_frame(30).rename(columns={"sentence": "review"})
-    data.to_csv(project_copy / "reviews.csv", index=False)
+    data.to_csv(project_copy / "data" / "custom" / "reviews.csv", index=False)
     write_params(
         project_copy,
         **tiny_train_overrides(tiny_model_dir),
         **{
             "dataset": "custom",
-            "custom.train_path": "reviews.csv",
+            "custom.train_path": "data/custom/reviews.csv",
             "custom.text_columns": ["review"],
         },
     )
@@ -98,7 +98,6 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
             tiny_train_overrides(tiny_model_dir)
             | {
                 "dataset": "arena",
-                "fetch.local_dir": str(SHARED),
                 "preprocess.max_length": 256,
             }
         ),

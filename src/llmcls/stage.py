@@ -54,3 +54,28 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+def run_log_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--run-log",
+        type=PathFile,
+        default=None,
+        help="JSON of timings and memory: a git-tracked log, not a DVC output or metric (they differ run to run)",
+    )(func)
+
+
+def rate(summary: dict[str, Any], seconds: float) -> dict[str, float]:
+    """The timing entries of a scoring stage's run log: wall time and rows scored per second."""
+    rows = sum(part["n"] for part in summary.values() if isinstance(part, dict) and "n" in part)
+    return {"seconds": seconds, "rows": rows, "samples_per_second": rows / max(seconds, 1e-9)}
+
+
+def write_run_log(path: Path | None, stats: dict[str, Any]) -> None:
+    """Timings and memory of a stage run, with the process's peak resident memory added."""
+    if path is not None:
+        import resource
+
+        from llmcls.outputs import write_json
+
+        write_json(path, stats | {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,18 +40,30 @@ from llmcls.preprocessing import LabelSet
 FINGERPRINT = "llmcls_run.json"
 
 
+# Trainer log entries that time the run: they differ between two runs of the same model.
+TIMINGS = ("_runtime", "_per_second")
+
+
 class LiveMetrics(TrainerCallback):
-    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves)."""
+    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves).
+
+    Timings are left out, and also dropped from the Trainer's own log history, which every checkpoint's
+    trainer_state.json saves: the checkpoint folder is a DVC output, and must hash the same for the same run.
+    """
 
     def __init__(self, live):
         self.live = live
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:
+            entry = state.log_history[-1]
+            for key in [k for k in entry if k.endswith(TIMINGS)]:
+                del entry[key]
         if self.live is None or not state.is_world_process_zero:
             return
         self.live.step = state.global_step
         for key, value in (logs or {}).items():
-            if isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
+            if isinstance(value, (int, float)) and not key.endswith(TIMINGS):
                 name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key.removeprefix('train_')}"
                 self.live.log_metric(name, value)
         self.live.make_summary()
@@ -280,14 +291,10 @@ def train_classifier(
     result = trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
     summary = {
-        "train_runtime_s": result.metrics["train_runtime"],
-        "train_samples_per_second": result.metrics["train_samples_per_second"],
         "best_step": int(Path(state.best_model_checkpoint).name.split("-")[-1])
         if state.best_model_checkpoint
         else None,
         f"best_val_{params.train.metric_for_best}": state.best_metric,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "precision": precision,
         "world_size": args.world_size,
         "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size,
@@ -303,7 +310,7 @@ def train_classifier(
             "pad_token_id": tokenizer.pad_token_id,
             "base_model": read_json(base_dir / "llmcls_base.json"),
             "params": dataclasses.asdict(params),
-            "training": summary,
+            "training": summary,  # no timings: the model folder must hash the same for the same run
         }
         save_classifier(trainer.model, tokenizer, labels, meta, model_dir)
         for key, value in summary.items():
@@ -311,4 +318,10 @@ def train_classifier(
                 live.summary[key] = value
         live.end()
     trainer.accelerator.wait_for_everyone()
-    return summary
+    # Timings and memory go to the stage's run log, apart from the model and its metrics.
+    run = {
+        "train_runtime_s": result.metrics["train_runtime"],
+        "train_samples_per_second": result.metrics["train_samples_per_second"],
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    }
+    return summary | {"run": run}
