@@ -162,7 +162,14 @@ def build_classifier(
         use_dora=lora.use_dora,
         use_rslora=lora.use_rslora,
     )
-    return get_peft_model(classifier, config)
+    wrapped = get_peft_model(classifier, config)
+    # peft keeps target_modules as a set, which adapter_config.json then lists in hash order (it changes with
+    # each process's hash seed); sorted, the saved adapter, and so its DVC hash, is the same in every run.
+    for settings in wrapped.peft_config.values():
+        for key, value in vars(settings).items():
+            if isinstance(value, set):
+                setattr(settings, key, sorted(value))
+    return wrapped
 
 
 def save_classifier(model, tokenizer, labels: LabelSet, meta: dict[str, Any], out_dir: str | Path) -> None:

@@ -1,0 +1,118 @@
+"""DVC that can be trusted and shared, end to end in temporary git repos: data files are deps, two clones at
+different paths hash alike, and results travel through a local-directory remote and a bare git remote."""
+
+import json
+import shutil
+
+import pytest
+from conftest import commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def ran(result) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` ran, in order."""
+    return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+
+
+def tiny(project, tiny_model_dir, datasets) -> None:
+    """A custom CSV under data/custom/, the tiny model, and ``datasets`` as this machine's datasets folder."""
+    sentiment_frame(30).rename(columns={"sentence": "review"}).to_csv(
+        project / "data" / "custom" / "reviews.csv", index=False
+    )
+    custom = {"dataset": "custom", "custom.train_path": "data/custom/reviews.csv", "custom.text_columns": ["review"]}
+    write_params(project, **(tiny_train_overrides(tiny_model_dir) | custom))
+    run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], project)
+    commit_all(project)
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    folder = tmp_path / "datasets" / "sst2"
+    folder.mkdir(parents=True)
+    sentiment_frame(5).to_csv(folder / "train.tsv", sep="\t", index=False)
+    return folder.parent
+
+
+def test_editing_input_data_reruns_fetch_and_what_it_changes(project_copy, tiny_model_dir, datasets):
+    tiny(project_copy, tiny_model_dir, datasets)
+    assert "fetch" in ran(run(["dvc", "repro"], project_copy))
+    assert "up to date" in run(["dvc", "status"], project_copy).stdout
+
+    # A file in the datasets folder that this run does not read: fetch re-runs, its output is the same, and
+    # DVC stops there.
+    with open(datasets / "sst2" / "train.tsv", "a") as handle:
+        handle.write("one more row\t1\n")
+    status = run(["dvc", "status"], project_copy).stdout
+    assert "fetch:" in status and "remote://datasets/" in status and "preprocess:" not in status
+    assert ran(run(["dvc", "repro"], project_copy)) == ["fetch"]
+
+    # One row appended to the custom file: fetch and everything downstream of the data re-run; the
+    # base model and the prompt-only row's model do not.
+    with open(project_copy / "data" / "custom" / "reviews.csv", "a") as handle:
+        handle.write("a late review,1\n")
+    status = run(["dvc", "status"], project_copy).stdout
+    assert "fetch:" in status and "modified:           data/custom" in status
+    stages = ran(run(["dvc", "repro"], project_copy))
+    assert stages[0] == "fetch" and {"preprocess", "split", "train", "evaluate"} <= set(stages)
+    assert "fetch_model" not in stages
+    raw = json.loads((project_copy / "data" / "raw" / "source.json").read_text())
+    assert raw["rows"] == {"train": 61} and raw["files"] == {"train": "data/custom/reviews.csv"}
+
+    # Removing a file is a change too.
+    (datasets / "sst2" / "train.tsv").unlink()
+    assert "remote://datasets/" in run(["dvc", "status"], project_copy).stdout
+
+
+def test_clones_hash_alike_and_share_results_through_remotes(project_copy, tiny_model_dir, datasets, tmp_path):
+    a = project_copy
+    tiny(a, tiny_model_dir, datasets)
+    storage, origin = tmp_path / "storage", tmp_path / "origin.git"
+    run(["dvc", "remote", "add", "--local", "-f", "storage", str(storage)], a)
+    run(["dvc", "repro"], a)
+    commit_all(a, "results")
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "remote", "add", "origin", str(origin)], a)
+    run(["git", "push", "-q", "origin", "HEAD:main"], a)
+    run(["dvc", "push"], a)
+
+    def clone(name):
+        path = tmp_path / "elsewhere" / name
+        run(["git", "clone", "-q", "-b", "main", str(origin), str(path)], tmp_path)
+        for cmd in (["git", "config", "user.email", "t@llmcls"], ["git", "config", "user.name", "t"]):
+            run(cmd, path)
+        run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], path)
+        run(["dvc", "remote", "add", "--local", "-f", "storage", str(storage)], path)
+        return path
+
+    # A clone at another path that runs the pipeline itself gets the same lock and metrics, byte for byte.
+    c = clone("c")
+    shutil.rmtree(c / "metrics")
+    (c / "dvc.lock").unlink()
+    run(["dvc", "repro"], c)
+    assert (c / "dvc.lock").read_text() == (a / "dvc.lock").read_text()
+    assert run(["git", "status", "--porcelain", "dvc.lock", "metrics"], c).stdout == ""
+
+    # A clone that pulls is up to date and runs nothing.
+    b = clone("b")
+    run(["dvc", "pull"], b)
+    assert "up to date" in run(["dvc", "status"], b).stdout
+    assert ran(run(["dvc", "repro"], b)) == []
+    assert (b / "metrics" / "eval.json").read_text() == (a / "metrics" / "eval.json").read_text()
+    assert (b / "models" / "classifier" / "llmcls.json").is_file()
+
+    # An experiment pushed from A (git refs to origin, data to storage) is pulled, shown, applied, checked out.
+    exp = run(["dvc", "exp", "run", "-S", "train.seed=7", "-n", "seed7"], a)
+    assert "Running stage 'train'" in exp.stdout
+    run(["dvc", "exp", "push", "origin", "seed7"], a)
+    run(["dvc", "exp", "pull", "origin", "seed7"], b)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], b).stdout)
+    exps = {e["name"]: e for commit in shown for e in (commit.get("experiments") or [])}
+    data = exps["seed7"]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["seed"] == 7
+    assert "accuracy" in data["metrics"]["metrics/eval.json"]["data"]["test"]
+    run(["dvc", "exp", "apply", "seed7"], b)
+    shutil.rmtree(b / "models" / "classifier")
+    run(["dvc", "checkout"], b)
+    adapter = "models/classifier/adapter_model.safetensors"
+    assert (b / adapter).read_bytes() == (a / adapter).read_bytes()  # A's workspace holds seed7 after exp run
