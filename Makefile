@@ -14,7 +14,7 @@ PIP := $(BIN)/pip install -q --no-compile
 # 1.1). Make's recipes write it; later processes read it even with the variable set.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: repro test lint install clean-venv
+.PHONY: repro test lint install clean-venv push pull
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 repro: install
 	$(BIN)/dvc repro
+
+# Share results through the DVC remote `storage` (default: ../llmcls-storage; README "Sharing").
+push: install
+	$(BIN)/dvc push
+
+pull: install
+	$(BIN)/dvc pull
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks

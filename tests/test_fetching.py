@@ -176,3 +176,22 @@ def test_line_file_pattern_names_the_lines_that_do_not_match(tmp_path):
     table = read_table(path, {"pattern": pattern})
     assert table.to_dict("list") == {"label": ["NUM", "LOC"], "text": ["How far is it ?", "Where is Rome ?"]}
     assert read_table(path)["text"].tolist()[1] == "LOC:city Where is Rome ?"
+
+
+def test_setup_pins_the_datasets_folder_for_queued_copies(tmp_path, monkeypatch):
+    """`llmcls setup` writes the folder as an absolute path into config.local (what DVC hands a queued copy);
+    where the configured folder does not exist, an empty one in the project keeps the fetch dep valid."""
+    from llmcls.remotes import pin_datasets_folder
+
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    (project / ".dvc" / "config").write_text("['remote \"datasets\"']\n    url = ../../shared\n")
+    monkeypatch.chdir(project)
+    folder, action = pin_datasets_folder()
+    assert folder == project / "data" / "datasets" and folder.is_dir() and action.startswith("created")
+    (tmp_path / "shared").mkdir()
+    (project / ".dvc" / "config.local").unlink()
+    folder, action = pin_datasets_folder()
+    assert folder == tmp_path / "shared" and action == "pinned"
+    assert str(tmp_path / "shared") in (project / ".dvc" / "config.local").read_text()
+    assert pin_datasets_folder() == (tmp_path / "shared", "kept")

