@@ -35,7 +35,7 @@ def test_batched_scores_match_the_hand_computation(lm):
     np.testing.assert_allclose(probs, np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True), atol=1e-4)
 
 
-def test_single_token_labels_cost_one_pass_per_row(lm, monkeypatch):
+def test_the_prompt_runs_once_whatever_the_label_lengths(lm, monkeypatch):
     import llmcls.label_scoring as scoring
 
     seen = []
@@ -45,6 +45,9 @@ def test_single_token_labels_cost_one_pass_per_row(lm, monkeypatch):
     )
     label_log_likelihoods(lm, [[1, 5], [1, 6, 7]], [[11], [12], [13]], pad_id=0, batch_size=8)
     assert seen == [2]
+    # Multi-token labels continue from the prompt's cache instead of re-running the prompt.
+    label_log_likelihoods(lm, [[1, 5], [1, 6, 7]], [[11], [12, 13], [20, 21, 22]], pad_id=0, batch_size=8)
+    assert seen == [2, 2]
 
 
 def test_label_texts_follow_the_prompt_with_a_space(tiny_base_dir):

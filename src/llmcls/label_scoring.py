@@ -2,13 +2,14 @@
 normalised over the label set into class probabilities.
 
 One function serves the prompt-only row (the base model, no fine-tuning) and any causal LM that writes the
-label. A row is run once per distinct prefix its labels need: labels that are single tokens (" positive",
-" negative") all read the same next-token distribution, so the whole label set costs one forward pass; a
-longer label (" money-fx") adds a pass over the prompt plus its first tokens.
+label. The prompt is run once: labels that are single tokens (" positive", " negative") all read its
+next-token distribution; a longer label (" money-fx") continues from the prompt's key/value cache with its
+own tokens, a pass of a few tokens.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,35 +45,45 @@ def label_log_likelihoods(
     batch_size: int,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """[rows, classes]: sum over label c's tokens of log p(token | prompt, earlier label tokens)."""
-    candidates = sorted({token for label in labels for token in label})
-    column = {token: i for i, token in enumerate(candidates)}
-    depth = max(len(label) for label in labels)  # positions read at the end of every sequence
-    # The prefix each class needs: the prompt and all of its label but the last token. Classes with the same
-    # prefix share one sequence (all single-token labels: the bare prompt).
-    prefixes = sorted({tuple(label[:-1]) for label in labels})
-    which = [prefixes.index(tuple(label[:-1])) for label in labels]
-    sequences = [list(prompt) + list(prefix) for prompt in prompts for prefix in prefixes]
-    index = torch.tensor(candidates)
+    """[rows, classes]: sum over label c's tokens of log p(token | prompt, earlier label tokens).
+
+    The prompt runs once; every label's first token is read at its last position. A label of several tokens
+    continues from the prompt's cached keys and values with its tokens but the last (labels that share those
+    tokens share the pass), so eight multi-token class names cost one prompt pass plus a few tokens each,
+    not eight passes over the prompt.
+    """
+    prefixes = sorted({tuple(label[:-1]) for label in labels if len(label) > 1})
 
     def read(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        logits = lm(**batch).logits  # [b, t, vocab]
-        lengths = batch["attention_mask"].sum(dim=1)
-        # The last `depth` positions of each row (right-padded), earliest first; clamped for short rows.
-        offsets = torch.arange(-depth, 0, device=logits.device)
-        positions = (lengths[:, None] + offsets[None, :]).clamp(min=0)
-        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        picked = torch.log_softmax(logits[rows, positions].float(), dim=-1)  # [b, depth, vocab]
-        return picked[..., index.to(logits.device)].cpu().numpy()
+        mask = batch["attention_mask"]
+        lengths = mask.sum(dim=1)
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        # Vocabulary logits only where some row ends (not at every position: 20% of the compute and most of
+        # the memory of a batch at SmolLM2's 49k vocabulary).
+        ends = torch.unique(lengths - 1)
+        out = lm(**batch, use_cache=bool(prefixes), logits_to_keep=ends)
+        last = out.logits[rows, torch.searchsorted(ends, lengths - 1)]
+        first = torch.log_softmax(last.float(), dim=-1)  # [b, vocab]
+        scores = torch.stack([first[:, label[0]] for label in labels], dim=1)  # [b, classes]
+        for prefix in prefixes:
+            k = len(prefix)
+            # Right-padded prompts: the continuation sits after the padding in the cache, but its positions
+            # follow each row's own last token and the padding stays masked, so it reads what an unpadded
+            # prompt + prefix would.
+            cont = lm(
+                input_ids=torch.tensor([prefix], device=mask.device).expand(len(rows), k),
+                attention_mask=torch.cat([mask, mask.new_ones(len(rows), k)], dim=1),
+                position_ids=lengths[:, None] + torch.arange(k, device=mask.device)[None, :],
+                past_key_values=copy.deepcopy(out.past_key_values),
+                use_cache=True,
+            )
+            logp = torch.log_softmax(cont.logits.float(), dim=-1)  # [b, k, vocab]: token i + 1 of the label
+            for c, label in enumerate(labels):
+                if tuple(label[:-1]) == prefix:
+                    scores[:, c] += sum(logp[:, j - 1, token] for j, token in enumerate(label) if j >= 1)
+        return scores.cpu().numpy()
 
-    read_out = map_batches(lm, sequences, pad_id, batch_size, read, precision)  # [rows * prefixes, depth, cand]
-    read_out = read_out.reshape(len(prompts), len(prefixes), depth, len(candidates))
-    scores = np.zeros((len(prompts), len(labels)))
-    for c, label in enumerate(labels):
-        # Token j of a label of length L is predicted at position L - 1 - j from the end of its sequence.
-        for j, token in enumerate(label):
-            scores[:, c] += read_out[:, which[c], depth - len(label) + j, column[token]]
-    return scores
+    return map_batches(lm, list(prompts), pad_id, batch_size, read, precision)
 
 
 def normalise(log_likelihoods: np.ndarray) -> np.ndarray:
@@ -101,8 +112,8 @@ def evaluate_prompt_only(
     probs = {}
     for split, frame in frames.items():
         prompts = frame["input_ids"].tolist()
-        # Full-vocabulary logits for every position: keep a batch near 16k tokens.
-        longest = max((len(p) for p in prompts), default=1) + max(map(len, targets))
+        # Keep a batch near 16k tokens (the cache of a multi-token label is copied once per pass).
+        longest = max((len(p) for p in prompts), default=1)
         size = max(1, min(batch_size, 16384 // longest))
         scores = label_log_likelihoods(lm, prompts, targets, tokenizer.pad_token_id, size, precision)
         probs[split] = normalise(scores)
