@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from llmcls.catalog import dataset_spec
-from llmcls.fetching import Inputs, fetch_dataset, resolve_folder
+from llmcls.fetching import Inputs, fetch_dataset
 from llmcls.params import load_params
+from llmcls.remotes import resolve_folder
 from llmcls.stage import params_option, stage
 
 

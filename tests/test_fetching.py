@@ -10,8 +10,9 @@ from conftest import SHARED, sentiment_frame
 
 from llmcls.catalog import dataset_spec
 from llmcls.errors import LlmclsError
-from llmcls.fetching import Inputs, fetch_dataset, resolve_folder
+from llmcls.fetching import Inputs, fetch_dataset
 from llmcls.params import CustomParams, FetchParams
+from llmcls.remotes import resolve_folder
 from llmcls.tables import read_table
 
 

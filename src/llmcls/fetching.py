@@ -27,11 +27,9 @@ from llmcls.catalog import CUSTOM, DatasetSpec
 from llmcls.errors import LlmclsError, SourceUnavailable, fail_on
 from llmcls.outputs import sha256, staged_dir, write_json
 from llmcls.params import FetchParams
-from llmcls.remotes import dvc_config
 from llmcls.tables import missing_columns, read_table
 
 Splits = dict[str, pd.DataFrame]
-REMOTE = "remote://"
 
 
 @dataclass(frozen=True)
@@ -59,24 +57,6 @@ class Served:
 
 # A source returns what it served, or raises SourceUnavailable with the reason.
 Source = Callable[[DatasetSpec, FetchParams, Inputs], Served]
-
-
-def resolve_folder(where: str, project: Path | None = None) -> Path:
-    """A folder given as a path, or as `remote://<name>`: the folder of that DVC remote in this project's
-    config (`.dvc/config`, overridden per machine by `.dvc/config.local`, as `dvc remote add --local` writes)."""
-    if not where.startswith(REMOTE):
-        return Path(where)
-    name = where.removeprefix(REMOTE).strip("/")
-    remotes = dvc_config(project or Path.cwd())["remote"]
-    if name not in remotes:
-        raise LlmclsError(
-            f"dvc.yaml names the DVC remote {name!r} (`{where}`), which .dvc/config does not define: "
-            f"run `dvc remote add --local -f {name} /path/to/folder`, or `llmcls setup`"
-        )
-    url = remotes[name]["url"]
-    if "://" in url:
-        raise LlmclsError(f"the DVC remote {name!r} is {url}: the datasets folder must be a local folder")
-    return Path(url)
 
 
 def _from_local(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:

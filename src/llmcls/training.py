@@ -45,20 +45,13 @@ TIMINGS = ("_runtime", "_per_second")
 
 
 class LiveMetrics(TrainerCallback):
-    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves).
-
-    Timings are left out, and also dropped from the Trainer's own log history, which every checkpoint's
-    trainer_state.json saves: the checkpoint folder is a DVC output, and must hash the same for the same run.
-    """
+    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves), timings left out:
+    metrics/train is a DVC output and must hash the same for the same run."""
 
     def __init__(self, live):
         self.live = live
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.log_history:
-            entry = state.log_history[-1]
-            for key in [k for k in entry if k.endswith(TIMINGS)]:
-                del entry[key]
         if self.live is None or not state.is_world_process_zero:
             return
         self.live.step = state.global_step
