@@ -268,3 +268,10 @@ def test_a_commit_whose_params_moved_on_after_its_repro_is_not_a_result():
     # DVC writes small floats as 5e-05 in the lock too: read as the number it is, it agrees.
     exp_run = parse_exp_show([row("e" * 40, params(**{"train.learning_rate": 5e-05}), 0.86, "2026-11-22T09:00:00")])[0]
     assert lock_agrees(exp_run, nested.replace("seed: 0", "seed: 0\n          learning_rate: 5e-05"))
+
+
+def test_a_pinned_data_revision_is_part_of_a_runs_identity():
+    from llmcls.experiments import identity
+
+    params = {"dataset": "sst2", "fetch.revision": "a" * 40, "fetch.sources": ("local",), "train.seed": 0}
+    assert identity(params) == {"dataset": "sst2", "fetch.revision": "a" * 40, "train.seed": 0}

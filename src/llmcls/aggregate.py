@@ -23,8 +23,8 @@ GROUP_KEYS = ("dataset", "model.name", "train.mode", "split.train_size")
 # What each system's result depends on: the baseline never sees the LLM settings, so those are not its variant;
 # the prompt-only row sees the data, the prompt and the base model, never a training setting.
 SYSTEM_KEYS = {
-    "baseline": ("dataset", "split.", "custom.", "baseline."),
-    "prompt_only": ("dataset", "split.", "custom.", "preprocess.", "model.name"),
+    "baseline": ("dataset", "fetch.revision", "split.", "custom.", "baseline."),
+    "prompt_only": ("dataset", "fetch.revision", "split.", "custom.", "preprocess.", "model.name", "model.revision"),
 }
 # Systems whose result does not depend on train.seed: one value, paired with each LLM seed in tests.
 SEEDLESS = tuple(SYSTEM_KEYS)

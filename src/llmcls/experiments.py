@@ -32,7 +32,7 @@ SYSTEM_METRICS = {
     "prompt_only": "metrics/prompt_only/eval.json",
 }
 # Settings that say where files are or how fast a run goes, not what it learns: never part of its identity.
-NOT_IDENTITY = ("fetch.", "evaluate.batch_size", "submit.")
+NOT_IDENTITY = ("fetch.sources", "evaluate.batch_size", "submit.")  # fetch.revision picks the data: identity
 SEED = "train.seed"
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 
