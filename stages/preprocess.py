@@ -1,7 +1,9 @@
 """dvc repro preprocess — canonical (id, text, label) rows, wrapped in the prompt template and tokenised once.
 
 Long texts are truncated inside the template, never the template itself, so the `answer:` cue survives.
-Writes train/test parquet (with input_ids), labels.json (label2id / id2label) and stats.json.
+Writes train/test parquet (with input_ids), labels.json (label2id / id2label), prompt.json (the composed
+template and how rows are read: what a trained model carries to `llmcls predict`) and stats.json. With
+preprocess.bad_rows: skip, bad rows are dropped and listed in the --bad-rows report (empty under error).
 """
 
 from pathlib import Path
@@ -10,9 +12,12 @@ import click
 
 from llmcls.base_model import load_tokenizer
 from llmcls.catalog import dataset_spec
+from llmcls.outputs import write_json
 from llmcls.params import load_params
-from llmcls.preprocessing import preprocess_dataset
-from llmcls.stage import PathDir, params_option, stage
+from llmcls.preprocessing import bad_rows_report, preprocess_dataset
+from llmcls.stage import PathDir, PathFile, params_option, stage
+
+SHOWN = 5  # skipped rows printed; the report has them all
 
 
 @click.command()
@@ -20,11 +25,18 @@ from llmcls.stage import PathDir, params_option, stage
 @click.option("--raw", type=PathDir, required=True, help="raw data folder (fetch's output)")
 @click.option("--base", type=PathDir, required=True, help="base model folder (for its tokenizer)")
 @click.option("--out", type=PathDir, required=True, help="processed data folder")
+@click.option("--bad-rows", "bad_rows", type=PathFile, default=None, help="JSON report of the rows skipped")
 @stage
-def main(params_path: str, raw: Path, base: Path, out: Path) -> None:
+def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | None) -> None:
     params = load_params(params_path)
     spec = dataset_spec(params.dataset, params.custom)
-    stats = preprocess_dataset(spec, params.preprocess, raw, load_tokenizer(base), out)
+    stats, skipped = preprocess_dataset(spec, params.preprocess, raw, load_tokenizer(base), out)
+    if bad_rows is not None:
+        write_json(bad_rows, bad_rows_report(skipped, params.preprocess.bad_rows))
+    if skipped:
+        shown = "\n".join(f"  {bad}" for bad in skipped[:SHOWN])
+        more = f"\n  ... and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""
+        click.echo(f"preprocess: skipped {len(skipped)} bad row(s) (bad_rows: skip; all in {bad_rows}):\n{shown}{more}")
     for split in ("train", "test"):
         if split in stats:
             s = stats[split]

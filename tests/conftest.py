@@ -38,6 +38,15 @@ NEGATIVE = [
 ]
 
 
+def custom_params(**settings):
+    """params.yaml's `custom` section with ``settings`` over it (the file holds the only defaults)."""
+    import dataclasses
+
+    from llmcls.params import load_params
+
+    return dataclasses.replace(load_params(ROOT / "params.yaml").custom, **settings)
+
+
 def sentiment_frame(n_per_class: int = 30) -> pd.DataFrame:
     """A small separable two-class table: column `sentence`, label 0/1 (SST-2's raw layout)."""
     rows = []

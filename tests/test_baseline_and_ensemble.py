@@ -115,5 +115,5 @@ def test_swap_tta_maps_a_and_b_back():
     # On the swapped input the model says "A wins" 0.7: in the original order that is B winning.
     assert swap_back(np.array([[0.7, 0.2, 0.1]]), permutation).tolist() == [[0.2, 0.7, 0.1]]
     frame = pd.DataFrame({"prompt": ["p"], "response_a": ["first"], "response_b": ["second"]})
-    traded = swapped_fields(frame, spec)
+    traded = swapped_fields(frame, spec.swap)
     assert traded.loc[0, "response_a"] == "second" and traded.loc[0, "response_b"] == "first"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SHARED, sentiment_frame
+from conftest import SHARED, custom_params, sentiment_frame
 
 from llmcls.catalog import dataset_spec
 from llmcls.errors import LlmclsError
 from llmcls.fetching import Inputs, fetch_dataset
-from llmcls.params import CustomParams, FetchParams
+from llmcls.params import FetchParams
 from llmcls.remotes import resolve_folder
 from llmcls.tables import read_table
 
@@ -96,9 +96,7 @@ def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
         ".xlsx": lambda: frame.to_excel(path, index=False),
     }
     writers[suffix]()
-    custom = CustomParams(
-        train_path=path.name, test_path=None, text_columns=("review",), label_column="stars", id_column=None
-    )
+    custom = custom_params(train_path=path.name, test_path=None, text_columns=("review",), label_column="stars")
     record = fetch(dataset_spec("custom", custom), tmp_path, tmp_path / "raw")
     assert record["rows"] == {"train": 3}
     assert list(pd.read_parquet(tmp_path / "raw" / "train.parquet")["review"]) == ["good", "bad", "fine"]
@@ -106,9 +104,7 @@ def test_custom_dataset_any_format(tmp_path, monkeypatch, suffix):
 
 def test_custom_missing_file_and_unknown_type(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    custom = CustomParams(
-        train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l", id_column=None
-    )
+    custom = custom_params(train_path="absent.csv", test_path=None, text_columns=("t",), label_column="l")
     with pytest.raises(LlmclsError, match="custom dataset: file not found: absent.csv"):
         fetch(dataset_spec("custom", custom), tmp_path, tmp_path / "raw")
     (tmp_path / "data.xml").write_text("<x/>")
@@ -146,9 +142,7 @@ def test_custom_files_must_lie_in_the_declared_folder(tmp_path, monkeypatch):
     sentiment_frame(3).to_csv(tmp_path / "data" / "custom" / "inside.csv", index=False)
 
     def custom(path):
-        spec = CustomParams(
-            train_path=path, test_path=None, text_columns=("sentence",), label_column="label", id_column=None
-        )
+        spec = custom_params(train_path=path, test_path=None, text_columns=("sentence",), label_column="label")
         return dataset_spec("custom", spec)
 
     with pytest.raises(LlmclsError, match="outside data/custom/"):

@@ -83,10 +83,10 @@ def test_training_records_how_the_head_started(tmp_path, tiny_model_dir, tiny_ba
 
 
 def test_linear_head_has_a_bias_and_reloads_in_full_mode(tmp_path, tiny_model_dir, tiny_base_dir):
-    from llmcls.modeling import head_attribute, load_classifier
+    from llmcls.modeling import head_attribute, load_trained_model
 
     _, out, _ = train(tmp_path, tiny_model_dir, tiny_base_dir, "full", **{"train.mode": "full", "train.max_steps": 2})
-    model, _, _ = load_classifier(out / "model", tiny_base_dir)
+    model, _, _ = load_trained_model(out / "model", tiny_base_dir)
     head = getattr(model, head_attribute(model))
     # The probe's intercept survived the save / reload of a fully fine-tuned model.
     assert head.bias is not None and float(head.bias.detach().abs().sum()) > 0

@@ -1,5 +1,6 @@
 """Raw rows -> canonical (id, fields, label); every bad row is named with its file and row number."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from llmcls.catalog import dataset_spec
 from llmcls.errors import LlmclsError
-from llmcls.preprocessing import LabelSet, canonical_rows, check_labels, encode_prompts, label_set
+from llmcls.preprocessing import LabelSet, canonical_rows, encode_prompts, label_set
 
 SST2 = dataset_spec("sst2")
 ARENA = dataset_spec("arena")
@@ -84,14 +85,16 @@ def test_malformed_json_list_and_bad_one_hot_and_duplicate_ids():
     message = str(err.value)
     assert "train.csv row 2 (id 101): column 'response_b' is a malformed JSON list" in message
     assert "train.csv row 3 (id 100): expected exactly one of" in message
-    assert "duplicate ids ['100']" in message
+    assert "train.csv row 3 (id 100): duplicate id in column 'id'" in message
 
 
 def test_test_label_outside_train_label_set():
-    labels = LabelSet(("acq", "earn"))
-    table = pd.DataFrame({"id": ["a", "b"], "text": ["x", "y"], "label": ["earn", "corn"]})
-    with pytest.raises(LlmclsError, match="test.txt row 2 \\(id b\\): label 'corn' is not in the label set"):
-        check_labels(table, labels, "test.txt")
+    labels = LabelSet(("negative", "positive"))
+    frame = pd.DataFrame({"sentence": ["x", "y", "z"], "label": [1, 0, 1]})
+    spec = dataclasses.replace(SST2, label_names={0: "negative", 1: "positive", 2: "neutral"})
+    frame.loc[1, "label"] = 2
+    with pytest.raises(LlmclsError, match="test.txt row 2 \\(id test-1\\): label 'neutral' is not in the train split"):
+        canonical_rows(spec, frame, "test", "test.txt", labels=labels)
 
 
 def test_encode_prompts_adds_token_columns(tiny_base_dir):

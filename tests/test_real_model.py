@@ -10,7 +10,7 @@ from llmcls.catalog import dataset_spec, model_spec
 from llmcls.evaluation import evaluate_classifier
 from llmcls.outputs import write_json
 from llmcls.params import parse_params
-from llmcls.preprocessing import canonical_rows, encode_prompts, label_set
+from llmcls.preprocessing import canonical_rows, encode_prompts, label_set, prompt_record
 from llmcls.training import train_classifier
 
 pytestmark = pytest.mark.slow
@@ -56,6 +56,7 @@ def test_smollm2_trains_a_few_steps(smollm2_base, tmp_path):
     encoded.iloc[1::4].to_parquet(split / "val.parquet")
     encoded.iloc[3::4].to_parquet(split / "test.parquet")
     write_json(split / "labels.json", labels.to_json())
+    write_json(split / "prompt.json", prompt_record(spec, labels, params.preprocess.template, 128, "right"))
     summary = train_classifier(params, split, smollm2_base, tmp_path / "model", tmp_path / "live", tmp_path / "ckpt")
     assert summary["best_step"] in (2, 4)
     result, _, _ = evaluate_classifier(tmp_path / "model", smollm2_base, split, 8)

@@ -98,7 +98,7 @@ def test_test_label_not_in_label_set(custom_project, tmp_path):
     test.to_csv("test.csv", index=False)
     result = run_until_preprocess(custom_project(**{"custom.test_path": "test.csv"}))
     assert result.exit_code == 1
-    assert "test.csv row 2 (id test-1): label '5' is not in the label set ['0', '1']" in result.output
+    assert "test.csv row 2 (id test-1): label '5' is not in the train split's label set ['0', '1']" in result.output
     assert not (tmp_path / "processed").exists()
 
 

@@ -10,10 +10,10 @@ from conftest import default_params, sentiment_frame, tiny_train_overrides
 
 from llmcls.catalog import dataset_spec
 from llmcls.evaluation import evaluate_classifier
-from llmcls.modeling import load_classifier
+from llmcls.modeling import load_trained_model
 from llmcls.outputs import write_json
 from llmcls.params import parse_params
-from llmcls.preprocessing import canonical_rows, encode_prompts, label_set
+from llmcls.preprocessing import canonical_rows, encode_prompts, label_set, prompt_record
 from llmcls.training import train_classifier
 
 SST2 = dataset_spec("sst2")
@@ -25,6 +25,7 @@ def make_split_dir(folder, tiny_base_dir):
     table = canonical_rows(SST2, sentiment_frame(24), "train", "memory")
     labels = label_set(SST2, table)
     encoded = encode_prompts(table, SST2, labels, load_tokenizer(tiny_base_dir), "Read {text} answer:", 64, "right")
+    record = prompt_record(SST2, labels, "Read {text} answer:", 64, "right")
     folder.mkdir(parents=True)
     # Rows alternate positive / negative, so each part below holds both classes equally.
     part = encoded.index % 8
@@ -32,6 +33,7 @@ def make_split_dir(folder, tiny_base_dir):
     encoded[(part >= 2) & (part < 4)].to_parquet(folder / "test.parquet")
     encoded[part >= 4].to_parquet(folder / "train.parquet")
     write_json(folder / "labels.json", labels.to_json())
+    write_json(folder / "prompt.json", record)
     return folder
 
 
@@ -64,7 +66,7 @@ def test_train_saves_a_self_describing_classifier(tmp_path, tiny_model_dir, tiny
     assert "accuracy" in live["eval"] and live["step"] == 6
     assert (out / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
 
-    model, label_set_, _ = load_classifier(model_dir, tiny_base_dir)
+    model, label_set_, _ = load_trained_model(model_dir, tiny_base_dir)
     assert label_set_.names == ("negative", "positive")
     summary, report, predictions = evaluate_classifier(model_dir, tiny_base_dir, split_dir, 8)
     assert summary["test"]["n"] == 12 and 0 <= summary["test"]["accuracy"] <= 1

@@ -10,7 +10,7 @@ from test_training import params_for, train
 
 from llmcls.errors import LlmclsError
 from llmcls.evaluation import evaluate_classifier
-from llmcls.modeling import build_classifier, head_attribute, load_classifier
+from llmcls.modeling import build_classifier, head_attribute, load_trained_model
 from llmcls.params import parse_params
 from llmcls.preprocessing import LabelSet
 from llmcls.training import class_weight_vector, train_classifier, weighted_loss
@@ -27,7 +27,7 @@ def test_each_head_trains_saves_and_reloads(tmp_path, tiny_model_dir, tiny_base_
     runs = []
     for seed in (1, 2):  # a head re-initialised on load would differ between these two loads
         torch.manual_seed(seed)
-        model, _, _ = load_classifier(model_dir, tiny_base_dir)
+        model, _, _ = load_trained_model(model_dir, tiny_base_dir)
         layer = getattr(model, head_attribute(model))
         assert isinstance(layer, torch.nn.Sequential if head == "mlp" else torch.nn.Linear)
         _, _, predictions = evaluate_classifier(model_dir, tiny_base_dir, split_dir, 8)

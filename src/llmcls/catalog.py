@@ -23,7 +23,7 @@ class DatasetSpec:
     description: str
     fields: dict[str, str]
     text: str
-    local: dict[str, str] = field(default_factory=dict)
+    local: dict[str, str | list[str]] = field(default_factory=dict)  # split -> file (or candidates, first present)
     read: dict[str, Any] = field(default_factory=dict)
     hub: dict[str, Any] = field(default_factory=dict)
     package: dict[str, Any] = field(default_factory=dict)
@@ -35,6 +35,8 @@ class DatasetSpec:
     class_labels: dict[str, str] = field(default_factory=dict)
     json_list_fields: tuple[str, ...] = ()
     swap: dict[str, Any] = field(default_factory=dict)
+    label_pattern: str | None = None  # a regex whose one group captures the label from the raw label cell
+    label_names_file: str | None = None  # one class name per line (custom data); fetch reads and records it
 
     @property
     def raw_columns(self) -> list[str]:
@@ -70,14 +72,26 @@ def dataset_spec(name: str, custom: Any = None) -> DatasetSpec:
             raise LlmclsError("dataset 'custom' needs the params section `custom`")
         local = {"train": custom.train_path} | ({"test": custom.test_path} if custom.test_path else {})
         fields = {f"text{i}" if i else "text": col for i, col in enumerate(custom.text_columns)}
+        read: dict[str, Any] = {"encoding": custom.encoding}
+        if custom.sep is not None:
+            read["sep"] = custom.sep
+        if not custom.header:
+            read["header"] = None
+        if custom.names:
+            read["names"] = list(custom.names)
+        names = custom.label_names
         return DatasetSpec(
             name=CUSTOM,
             description="a user-supplied table",
             fields=fields,
             text="\n\n".join(f"{{{f}}}" for f in fields),
             local=local,
+            read=read,
             id_column=custom.id_column,
             label_column=custom.label_column,
+            label_names=names if isinstance(names, dict) else {},
+            label_names_file=names if isinstance(names, str) else None,
+            label_pattern=custom.label_pattern,
         )
     entries = _catalog()["datasets"]
     if name not in entries:

@@ -126,6 +126,134 @@ def setup() -> None:
     click.echo(f"datasets folder: {folder} ({action}); change it with `dvc remote add --local -f datasets DIR`")
 
 
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="a trained model folder (models/classifier) or one written by `llmcls export`",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV / TSV / TXT / JSON / JSONL / Parquet / Excel file of new texts",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="predictions: id, label (if the input has one), predicted, prob_<class> (.csv, .tsv, .jsonl, .parquet)",
+)
+@click.option(
+    "--base",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="base model of a LoRA adapter [default: models/base beside --model]",
+)
+@click.option(
+    "--text-columns",
+    help="the input's text columns, comma-separated, in the model's order [default: the training data's]",
+)
+@click.option("--id-column", help="the input's id column [default: the training data's, else the row number]")
+@click.option("--sep", help="column separator [default: by extension]")
+@click.option("--no-header", is_flag=True, help="the first line is data; name the columns with --names")
+@click.option("--names", help="column names, comma-separated (with --no-header)")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option(
+    "--bad-rows",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="skip: drop empty or malformed rows (listed) instead of stopping",
+)
+@click.option("--batch-size", type=int, help="rows per batch [default: the run's evaluate.batch_size]")
+@click.option("--max-rows", type=int, help="predict only the first N rows")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@clean_errors
+def predict(
+    model_dir,
+    input_path,
+    out,
+    base,
+    text_columns,
+    id_column,
+    sep,
+    no_header,
+    names,
+    encoding,
+    bad_rows,
+    batch_size,
+    max_rows,
+    device,
+) -> None:
+    """Classify the rows of a file with a trained or exported model (same prompt, truncation and labels as
+    training; the probabilities equal the evaluate stage's on the same rows)."""
+    from llmcls.predictor import predict_file
+
+    options: dict[str, Any] = {"encoding": encoding}
+    if sep:
+        options["sep"] = sep
+    if no_header:
+        options["header"] = None
+    if names:
+        options["names"] = _names(names)
+    summary = predict_file(
+        model_dir,
+        input_path,
+        out,
+        base=base,
+        text_columns=_names(text_columns),
+        id_column=id_column,
+        read=options,
+        bad_rows=bad_rows,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        device=device,
+    )
+    click.echo(summary)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    default="models/classifier",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="trained model folder",
+)
+@click.option(
+    "--base",
+    default="models/base",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="its base model (for a LoRA adapter)",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    default="metrics/eval.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the run's metrics, for the model card",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="the standalone folder")
+@clean_errors
+def export(model_dir, base, metrics_path, out) -> None:
+    """Write a standalone folder: LoRA merged into the base, safetensors, tokenizer, labels, prompt and a model
+    card. `llmcls predict` and transformers (trust_remote_code=True) load it without this repository."""
+    from llmcls.export import export_model
+
+    result = export_model(model_dir, base, out, metrics_path)
+    click.echo(f"export: {model_dir} -> {out} ({result})")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
 def _run(command: list[str]) -> None:
     """Run a dvc command; its output goes to a file, not a pipe: `dvc queue start` leaves a worker behind
     that inherits the output handles, and a pipe would keep this command waiting until the queue is empty."""

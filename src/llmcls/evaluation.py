@@ -10,7 +10,7 @@ import pandas as pd
 
 from llmcls.devices import enable_fast_matmul, process_state
 from llmcls.inference import predict_proba_parallel
-from llmcls.modeling import load_classifier
+from llmcls.modeling import load_trained_model
 from llmcls.outputs import read_json
 from llmcls.scoring import SPLITS, score_split, score_splits
 
@@ -37,7 +37,7 @@ def evaluate_classifier(
     and the metrics without this test-time augmentation are kept under `without_tta`.
     """
     enable_fast_matmul()
-    model, labels, meta = load_classifier(model_dir, base_dir, quantize)
+    model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
     if not quantize:  # a quantised model was placed on its device when loaded
         model.to(process_state().device)
     permutation = read_json(split_dir / "labels.json").get("swap_permutation") if swap_tta else None

@@ -59,27 +59,45 @@ class Served:
 Source = Callable[[DatasetSpec, FetchParams, Inputs], Served]
 
 
+def check_inside_custom(paths: list[Path], inputs: Inputs, keys: str) -> None:
+    """Custom files are relative to the project (in a queued experiment: its copy, which git and DVC fill)
+    and must lie in the folder dvc.yaml declares, or DVC would never see them change."""
+    if inputs.custom is None:
+        return
+    outside = [str(p) for p in paths if not p.resolve().is_relative_to(inputs.custom.resolve())]
+    if outside:
+        raise LlmclsError(
+            f"custom dataset: {', '.join(outside)} lies outside {inputs.custom}/, the folder dvc.yaml declares as "
+            f"the fetch stage's input, so DVC would not notice it change. Move it under {inputs.custom}/ and set "
+            f"{keys} to the new path."
+        )
+
+
+def local_files(spec: DatasetSpec) -> list[str]:
+    """Every file name the local source looks for (a split may list candidates)."""
+    return sorted(rel for value in spec.local.values() for rel in ([value] if isinstance(value, str) else value))
+
+
+def first_present(folder: Path, candidates: str | list[str]) -> str:
+    """The first of a split's candidate files that exists under ``folder`` (else the last, to name it as absent):
+    Kaggle's full `train.csv` where a user put it, the shipped sample otherwise."""
+    options = [candidates] if isinstance(candidates, str) else list(candidates)
+    return next((rel for rel in options if (folder / rel).is_file()), options[-1])
+
+
 def _from_local(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Served:
     if not spec.local:
         raise SourceUnavailable("no local files are registered for this dataset")
     if spec.name == CUSTOM:
-        # Custom paths are relative to the project (in a queued experiment: its copy, which git and DVC fill)
-        # and must lie in the folder dvc.yaml declares, or DVC would never see them change.
         files = {split: Path(rel) for split, rel in spec.local.items()}
-        if inputs.custom is not None:
-            outside = [str(p) for p in files.values() if not p.resolve().is_relative_to(inputs.custom.resolve())]
-            if outside:
-                raise LlmclsError(
-                    f"custom dataset: {', '.join(outside)} lies outside {inputs.custom}/, the folder dvc.yaml "
-                    f"declares as the fetch stage's input, so DVC would not notice it change. Move it under "
-                    f"{inputs.custom}/ and set custom.train_path / custom.test_path to the new path."
-                )
+        check_inside_custom(list(files.values()), inputs, "custom.train_path / custom.test_path")
         names = {split: str(rel) for split, rel in spec.local.items()}
     else:
         if inputs.datasets is None:
             raise SourceUnavailable("no datasets folder was given (dvc.yaml passes remote://datasets)")
-        files = {split: inputs.datasets / rel for split, rel in spec.local.items()}
-        names = {split: f"{inputs.datasets_name.rstrip('/')}/{rel}" for split, rel in spec.local.items()}
+        chosen = {split: first_present(inputs.datasets, rel) for split, rel in spec.local.items()}
+        files = {split: inputs.datasets / rel for split, rel in chosen.items()}
+        names = {split: f"{inputs.datasets_name.rstrip('/')}/{rel}" for split, rel in chosen.items()}
     absent = [str(files[split]) for split in files if not files[split].is_file()]
     if absent:
         if spec.name == CUSTOM:
@@ -166,6 +184,19 @@ def _from_kaggle(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Serv
 SOURCES: dict[str, Source] = {"local": _from_local, "package": _from_package, "hub": _from_hub, "kaggle": _from_kaggle}
 
 
+def read_label_names(path: Path) -> dict[str, str]:
+    """A label-names file: line i (from 0) names raw label i. Blank lines at the end are ignored."""
+    if not path.is_file():
+        raise LlmclsError(f"custom.label_names: {path}: file not found")
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    problems = [f"{path} line {i + 1}: empty class name" for i, n in enumerate(names) if not n]
+    problems += [f"{path}: class name {n!r} appears twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    fail_on(problems or ([] if names else [f"{path}: no class names"]), "custom.label_names: a bad label-names file")
+    return {str(i): name for i, name in enumerate(names)}
+
+
 def check_columns(spec: DatasetSpec, splits: Splits, files: dict[str, str]) -> None:
     """Every split needs the text fields (and id); the train split also needs the label column(s)."""
     problems = []
@@ -197,13 +228,18 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, i
             "sha256": served.sha256,
             "rows": {s: len(f) for s, f in served.splits.items()},
         }
+        if spec.label_names_file:
+            names_file = Path(spec.label_names_file)
+            check_inside_custom([names_file], inputs, "custom.label_names")
+            record["label_names"] = read_label_names(names_file)
+            record["sha256"] = served.sha256 | {spec.label_names_file: sha256(names_file)}
         with staged_dir(out_dir) as tmp:
             for split, frame in served.splits.items():
                 frame.to_parquet(tmp / f"{split}.parquet", index=False)
             write_json(tmp / "source.json", record)
         return record
     hint = (
-        f"put the files {sorted(spec.local.values())} under the datasets folder ({inputs.datasets}), "
+        f"put the files {local_files(spec)} under the datasets folder ({inputs.datasets}), "
         if spec.local and spec.name != CUSTOM
         else ""
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,13 +31,14 @@ def map_batches(
     fn: Callable[[dict[str, torch.Tensor]], np.ndarray],
     precision: str = "fp32",
     device: torch.device | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
     """``fn`` over padded batches of ``sequences`` (on the model's device, in inference mode), one output row
     per sequence, in input order. Sorting by length (longest first, so memory peaks at once) keeps padding
     near zero; the order is restored before returning.
 
     ``batch_size`` is where it starts: when a batch runs out of memory, accelerate shrinks it (x0.9) and
-    starts over, so the largest batch that fits is used.
+    starts over, so the largest batch that fits is used. ``progress(n)`` is told of every n rows done.
     """
     device = device or next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
@@ -49,6 +51,8 @@ def map_batches(
             for start in range(0, len(order), size):
                 batch = pad_batch([sequences[i] for i in order[start : start + size]], pad_id)
                 out.append(fn({k: v.to(device) for k, v in batch.items()}))
+                if progress is not None:
+                    progress(len(out[-1]))
         return out
 
     out = run() if order else []
@@ -65,13 +69,14 @@ def predict_proba(
     batch_size: int,
     precision: str = "fp32",
     device: torch.device | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
     """Class probabilities in input order (see map_batches for batching)."""
 
     def probabilities(batch: dict[str, torch.Tensor]) -> np.ndarray:
         return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
 
-    return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device)
+    return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device, progress)
 
 
 def predict_proba_parallel(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int, precision: str):

@@ -21,7 +21,7 @@ from llmcls.devices import autocast_dtype, process_state
 from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json, write_json
 from llmcls.params import ModelParams, QloraParams, TrainParams
-from llmcls.preprocessing import LabelSet
+from llmcls.preprocessing import PROMPT, LabelSet
 
 META = "llmcls.json"
 LABELS = "labels.json"
@@ -172,8 +172,12 @@ def build_classifier(
     return wrapped
 
 
-def save_classifier(model, tokenizer, labels: LabelSet, meta: dict[str, Any], out_dir: str | Path) -> None:
+def save_classifier(
+    model, tokenizer, labels: LabelSet, meta: dict[str, Any], prompt: dict[str, Any], out_dir: str | Path
+) -> None:
+    """Weights or adapter, tokenizer, labels.json, llmcls.json and prompt.json (how to encode a new text)."""
     out_dir = Path(out_dir)
+    write_json(out_dir / PROMPT, prompt)
     model.save_pretrained(out_dir)
     if meta["mode"] == "full":
         from safetensors.torch import save_file
@@ -185,11 +189,17 @@ def save_classifier(model, tokenizer, labels: LabelSet, meta: dict[str, Any], ou
     write_json(out_dir / META, meta)
 
 
-def load_classifier(
-    model_dir: str | Path, base_dir: str | Path, quantize: str | None = None
+def is_standalone(meta: dict[str, Any]) -> bool:
+    """Whether a model folder holds all its weights: a full fine-tune, or an export (LoRA merged in)."""
+    return meta["mode"] == "full" or "export" in meta
+
+
+def load_trained_model(
+    model_dir: str | Path, base_dir: str | Path | None, quantize: str | None = None
 ) -> tuple[torch.nn.Module, LabelSet, dict[str, Any]]:
     """Reload a saved classifier for inference. LoRA adapters are merged into the base for speed, unless the
-    base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate."""
+    base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate. A standalone
+    folder (full fine-tune, export) needs no ``base_dir``."""
     model_dir = Path(model_dir)
     meta = read_json(model_dir / META)
     labels = LabelSet.from_json(read_json(model_dir / LABELS))
@@ -198,7 +208,7 @@ def load_classifier(
     if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
         settings = QloraParams(**(meta["params"]["train"]["qlora"] | {"bits": int(quantize[0])}))
         quantization = bitsandbytes_config(settings, f"evaluate.quantize: {quantize}")
-    if meta["mode"] == "full":
+    if is_standalone(meta):
         extra = {"quantization_config": quantization} if quantization else {}
         if meta["base_model"].get("trust_remote_code"):
             extra["trust_remote_code"] = True
@@ -212,6 +222,11 @@ def load_classifier(
     else:
         from peft import PeftModel
 
+        if base_dir is None or not Path(base_dir).is_dir():
+            raise LlmclsError(
+                f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
+                f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
+            )
         base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
         model = PeftModel.from_pretrained(base, model_dir)
         model = model if quantization else model.merge_and_unload()

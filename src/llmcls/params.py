@@ -44,6 +44,7 @@ SOURCES = ("local", "package", "hub", "kaggle")
 LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 SUBMITTERS = ("llm", "baseline", "ensemble")
 HEAD_INITS = ("random", "linear_probe")
+BAD_ROWS = ("error", "skip")
 
 
 class SectionError(Exception):
@@ -107,9 +108,38 @@ class CustomParams:
     text_columns: tuple[str, ...]
     label_column: str
     id_column: str | None
+    sep: str | None  # column separator; None: by extension (CSV ',', TSV / TXT tab)
+    header: bool  # False: the first row is data; `names` names the columns
+    names: tuple[str, ...] | None
+    encoding: str
+    label_names: str | dict[str, str] | None  # raw label -> class name, or a file with one name per line
+    label_pattern: str | None  # a regex whose one group captures the label from the raw label cell
 
     def __post_init__(self) -> None:
-        _check(["text_columns: name at least one column"] if not self.text_columns else [])
+        problems = ["text_columns: name at least one column"] if not self.text_columns else []
+        if not self.header and not self.names:
+            problems.append("names: a file with header: false needs its column names, e.g. names: [text, label]")
+        if self.names is not None and len(set(self.names)) != len(self.names):
+            problems.append(f"names: {list(self.names)} has duplicates")
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            problems.append(f"encoding: unknown encoding {self.encoding!r}")
+        problems += label_pattern_problems(self.label_pattern)
+        if isinstance(self.label_names, dict) and len(set(self.label_names.values())) != len(self.label_names):
+            problems.append(f"label_names: two labels share a name in {self.label_names}")
+        _check(problems)
+
+
+def label_pattern_problems(pattern: str | None) -> list[str]:
+    """A label pattern must compile and capture exactly one group (the label)."""
+    if pattern is None:
+        return []
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        return [f"label_pattern: {pattern!r} is not a regular expression: {err}"]
+    return [] if groups == 1 else [f"label_pattern: {pattern!r} must have exactly one (group): the label"]
 
 
 @dataclass(frozen=True)
@@ -118,9 +148,10 @@ class PreprocessParams:
     template: str
     max_length: int
     truncation_side: str
+    bad_rows: str  # error: stop at the first bad row (all listed) | skip: drop them and report which
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [] if self.bad_rows in BAD_ROWS else [f"bad_rows: {self.bad_rows!r} is not one of {list(BAD_ROWS)}"]
         if self.prompt_wrapping and "{text}" not in self.template:
             problems.append("template: must contain the {text} placeholder")
         if self.max_length < 16:

@@ -6,8 +6,10 @@ ids) is collected and reported in one error that names the source file, row numb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from llmcls.params import PreprocessParams
 from llmcls.prompts import PromptEncoder, compose_template
 
 MAX_LISTED = 20  # row problems listed in one error; the count of the rest follows
+PROMPT = "prompt.json"  # the prompt record (prompt_record), beside the data and every trained model
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ def _raw_label(spec: DatasetSpec, row: pd.Series) -> Any:
 
 
 def _label_name(spec: DatasetSpec, raw: Any) -> str:
+    if spec.label_pattern:
+        match = re.search(spec.label_pattern, str(raw))
+        if match is None or match.group(1) is None:
+            raise ValueError(f"label {raw!r} does not match label_pattern {spec.label_pattern!r}")
+        raw = match.group(1)
     if not spec.label_names:
         return str(raw)
     for code, name in spec.label_names.items():
@@ -79,29 +87,69 @@ def has_labels(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
     return all(c in frame.columns for c in (spec.raw_columns[len(spec.fields) :]))
 
 
-def canonical_rows(spec: DatasetSpec, frame: pd.DataFrame, split: str, origin: str) -> pd.DataFrame:
-    """Map a raw split onto columns id, label (None when unlabelled) and one column per text field."""
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be used as it is, and why (the file, the 1-based row, the id)."""
+
+    origin: str
+    row: int
+    id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.origin} row {self.row} (id {self.id}): {self.problem}"
+
+
+def _drop_or_fail(table: pd.DataFrame, bad: list[BadRow], origin: str, collect: list[BadRow] | None) -> pd.DataFrame:
+    """Without ``collect``: one error listing the bad rows. With it: they join ``collect`` and leave the table."""
+    if not bad:
+        return table
+    if collect is None:
+        problems = [str(b) for b in bad]
+        extra = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        fail_on(
+            problems[:MAX_LISTED],
+            f"{origin}: {len(problems)} bad row(s) (preprocess.bad_rows: skip drops them)" + extra,
+        )
+    collect.extend(bad)
+    rows = {b.row - 1 for b in bad}
+    return table[[i not in rows for i in range(len(table))]].reset_index(drop=True)
+
+
+def canonical_rows(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    split: str,
+    origin: str,
+    skipped: list[BadRow] | None = None,
+    labels: LabelSet | None = None,
+) -> pd.DataFrame:
+    """Map a raw split onto columns id, label (None when unlabelled) and one column per text field.
+
+    Bad rows (empty text, a malformed JSON-list cell, a bad label or one outside ``labels``, the train split's
+    label set, a repeated id) raise one error that lists them all, or, given a ``skipped`` list, are dropped
+    and appended to it."""
     labelled = has_labels(spec, frame)
-    problems: list[str] = []
+    bad: list[BadRow] = []
     records = []
     for index, row in enumerate(frame.to_dict("records")):
-        where = f"{origin} row {index + 1}"
         rid = str(row[spec.id_column]) if spec.id_column else f"{split}-{index}"
+        problems: list[str] = []
         record: dict[str, Any] = {"id": rid}
         for field, column in spec.fields.items():
             cell = row[column]
             if _missing(cell):
-                problems.append(f"{where} (id {rid}): column {column!r} is empty (NaN)")
+                problems.append(f"column {column!r} is empty (NaN)")
                 continue
             if field in spec.json_list_fields:
                 try:
                     cell = _join_json_list(cell)
                 except ValueError as err:
-                    problems.append(f"{where} (id {rid}): column {column!r} is a malformed JSON list: {err}")
+                    problems.append(f"column {column!r} is a malformed JSON list: {err}")
                     continue
             record[field] = str(cell)
         if len(record) == len(spec.fields) + 1 and not any(record[f].strip() for f in spec.fields):
-            problems.append(f"{where} (id {rid}): empty text in {list(spec.fields.values())}")
+            problems.append(f"empty text in {list(spec.fields.values())}")
         record["label"] = None
         if labelled:
             try:
@@ -109,16 +157,21 @@ def canonical_rows(spec: DatasetSpec, frame: pd.DataFrame, split: str, origin: s
                 if _missing(raw):
                     raise ValueError(f"label column {spec.label_column!r} is empty")
                 record["label"] = _label_name(spec, raw)
+                if labels is not None and record["label"] not in labels.names:
+                    raise ValueError(
+                        f"label {record['label']!r} is not in the train split's label set {list(labels.names)}"
+                    )
             except ValueError as err:
-                problems.append(f"{where} (id {rid}): {err}")
+                problems.append(str(err))
+        bad.extend(BadRow(origin, index + 1, rid, p) for p in problems)
         records.append(record)
     table = pd.DataFrame.from_records(records, columns=["id", *spec.fields, "label"])
-    duplicated = table["id"][table["id"].duplicated()].unique().tolist()
-    if duplicated:
-        problems.append(f"{origin}: duplicate ids {duplicated[:10]} in column {spec.id_column!r}")
-    extra = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    fail_on(problems[:MAX_LISTED], f"{origin}: {len(problems)} bad row(s)" + extra if problems else "")
-    return table
+    repeated = table["id"].duplicated()  # every copy after the first
+    bad.extend(
+        BadRow(origin, i + 1, table["id"][i], f"duplicate id in column {spec.id_column!r}")
+        for i in table.index[repeated]
+    )
+    return _drop_or_fail(table, bad, origin, skipped)
 
 
 def label_set(spec: DatasetSpec, train: pd.DataFrame) -> LabelSet:
@@ -131,16 +184,6 @@ def label_set(spec: DatasetSpec, train: pd.DataFrame) -> LabelSet:
     return LabelSet(tuple(sorted(seen)))
 
 
-def check_labels(table: pd.DataFrame, labels: LabelSet, origin: str) -> None:
-    """Every label of ``table`` must be in the label set learned from the train split."""
-    bad = table[table["label"].notna() & ~table["label"].isin(labels.names)]
-    problems = [
-        f"{origin} row {i + 1} (id {r.id}): label {r.label!r} is not in the label set {list(labels.names)}"
-        for i, r in zip(bad.index, bad.itertuples(), strict=True)
-    ]
-    fail_on(problems[:MAX_LISTED], f"{origin}: labels outside the train split's label set")
-
-
 def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
     """For a pairwise dataset: entry i is the class that class i becomes when the two swapped fields trade
     places (A wins <-> B wins, tie stays); None for other datasets."""
@@ -151,10 +194,61 @@ def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
     return [labels.label2id[trade.get(name, name)] for name in labels.names]
 
 
-def swapped_fields(table: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """``table`` with the two fields of ``spec.swap`` exchanged (response B shown as A and A as B)."""
-    first, second = spec.swap["fields"]
+def swapped_fields(table: pd.DataFrame, swap: dict[str, Any]) -> pd.DataFrame:
+    """``table`` with the two fields of a spec's ``swap`` exchanged (response B shown as A and A as B)."""
+    first, second = swap["fields"]
     return table.assign(**{first: table[second], second: table[first]})
+
+
+def prompt_record(
+    spec: DatasetSpec, labels: LabelSet, wrapper: str | None, max_length: int, truncation_side: str
+) -> dict[str, Any]:
+    """Everything that turns a raw row into the model's input: the composed template, its truncation, and how
+    rows are read. Saved as prompt.json with the data and beside every trained model, so `llmcls predict`
+    encodes new texts exactly as training did without params.yaml or the catalog."""
+    shown = [spec.class_labels.get(n, n) for n in labels.names]
+    return {
+        "template": compose_template(wrapper, spec.text, shown),
+        "max_length": max_length,
+        "truncation_side": truncation_side,
+        "label_texts": shown,
+        "reader": {
+            "fields": dict(spec.fields),
+            "json_list_fields": list(spec.json_list_fields),
+            "id_column": spec.id_column,
+            "label_column": spec.label_column,
+            "label_onehot": list(spec.label_onehot),
+            "label_names": {str(k): v for k, v in spec.label_names.items()},
+            "label_pattern": spec.label_pattern,
+            "swap": dict(spec.swap),
+        },
+    }
+
+
+def reader_spec(record: dict[str, Any], name: str = "saved") -> DatasetSpec:
+    """The row-reading part of a DatasetSpec, back from a prompt record (what canonical_rows needs)."""
+    reader = dict(record["reader"])
+    for key in ("json_list_fields", "label_onehot"):
+        reader[key] = tuple(reader[key])
+    return DatasetSpec(name=name, description="from prompt.json", text=record["template"], **reader)
+
+
+def encode_table(table: pd.DataFrame, record: dict[str, Any], tokenizer) -> pd.DataFrame:
+    """Add input_ids / length / truncated columns for a prompt record; a pairwise dataset also gets
+    input_ids_swapped, its prompts with the two responses traded (for TTA)."""
+    encoder = PromptEncoder(tokenizer, record["template"], record["max_length"], record["truncation_side"])
+    encoded = encoder.encode_batch({f: table[f].tolist() for f in encoder.fields})
+    out = table.assign(
+        input_ids=[e.input_ids for e in encoded],
+        length=[len(e.input_ids) for e in encoded],
+        truncated=[e.truncated for e in encoded],
+    )
+    if swap := record["reader"]["swap"]:
+        traded = swapped_fields(table, swap)
+        out["input_ids_swapped"] = [
+            e.input_ids for e in encoder.encode_batch({f: traded[f].tolist() for f in encoder.fields})
+        ]
+    return out
 
 
 def encode_prompts(
@@ -166,42 +260,38 @@ def encode_prompts(
     max_length: int,
     truncation_side: str,
 ) -> pd.DataFrame:
-    """Add input_ids / length / truncated columns (the prompt, tokenised once for train and evaluate); a
-    pairwise dataset also gets input_ids_swapped, its prompts with the two responses traded (for TTA)."""
-    shown = [spec.class_labels.get(n, n) for n in labels.names]
-    encoder = PromptEncoder(tokenizer, compose_template(wrapper, spec.text, shown), max_length, truncation_side)
-    encoded = encoder.encode_batch({f: table[f].tolist() for f in encoder.fields})
-    out = table.assign(
-        label_id=[labels.label2id.get(x, -1) if x is not None else -1 for x in table["label"]],
-        input_ids=[e.input_ids for e in encoded],
-        length=[len(e.input_ids) for e in encoded],
-        truncated=[e.truncated for e in encoded],
+    """Add label_id and the prompt's input_ids / length / truncated columns (tokenised once for train and
+    evaluate); see encode_table."""
+    record = prompt_record(spec, labels, wrapper, max_length, truncation_side)
+    out = encode_table(table, record, tokenizer)
+    out.insert(
+        len(table.columns), "label_id", [labels.label2id.get(x, -1) if x is not None else -1 for x in table["label"]]
     )
-    if spec.swap:
-        traded = swapped_fields(table, spec)
-        out["input_ids_swapped"] = [
-            e.input_ids for e in encoder.encode_batch({f: traded[f].tolist() for f in encoder.fields})
-        ]
     return out
 
 
 def preprocess_dataset(
     spec: DatasetSpec, params: PreprocessParams, raw_dir: Path, tokenizer, out_dir: Path
-) -> dict[str, Any]:
-    """Canonicalise and tokenise every raw split in ``raw_dir``; write them with labels.json to ``out_dir``."""
-    files = read_json(raw_dir / "source.json")["files"]
-    tables = {}
-    for split in ("train", "test"):
-        path = raw_dir / f"{split}.parquet"
-        if path.is_file():
-            origin = files.get(split, str(path))
-            tables[split] = canonical_rows(spec, pd.read_parquet(path), split, origin)
+) -> tuple[dict[str, Any], list[BadRow]]:
+    """Canonicalise and tokenise every raw split in ``raw_dir``; write them with labels.json and prompt.json
+    to ``out_dir``. Returns the stats and the rows dropped under ``bad_rows: skip``."""
+    source = read_json(raw_dir / "source.json")
+    files = source["files"]
+    if "label_names" in source:  # a custom label-names file, read by fetch (which depends on it)
+        spec = dataclasses.replace(spec, label_names=source["label_names"])
+    skipped: list[BadRow] | None = [] if params.bad_rows == "skip" else None
+    tables = {
+        "train": canonical_rows(spec, pd.read_parquet(raw_dir / "train.parquet"), "train", files["train"], skipped)
+    }
     labels = label_set(spec, tables["train"])
-    if "test" in tables:
-        check_labels(tables["test"], labels, files.get("test", "test split"))
+    if (raw_dir / "test.parquet").is_file():
+        test = pd.read_parquet(raw_dir / "test.parquet")
+        tables["test"] = canonical_rows(spec, test, "test", files.get("test", "test split"), skipped, labels)
     wrapper = params.template if params.prompt_wrapping else None
-    stats: dict[str, Any] = {"labels": list(labels.names)}
+    record = prompt_record(spec, labels, wrapper, params.max_length, params.truncation_side)
+    stats: dict[str, Any] = {"labels": list(labels.names), "skipped_rows": len(skipped or [])}
     with staged_dir(out_dir) as tmp:
+        write_json(tmp / PROMPT, record)
         for split, table in tables.items():
             encoded = encode_prompts(table, spec, labels, tokenizer, wrapper, params.max_length, params.truncation_side)
             encoded.to_parquet(tmp / f"{split}.parquet", index=False)
@@ -214,4 +304,17 @@ def preprocess_dataset(
         permutation = swap_permutation(spec, labels)
         write_json(tmp / "labels.json", labels.to_json() | ({"swap_permutation": permutation} if permutation else {}))
         write_json(tmp / "stats.json", stats)
-    return stats
+    return stats, skipped or []
+
+
+def bad_rows_report(skipped: list[BadRow], policy: str) -> dict[str, Any]:
+    """What preprocess.bad_rows dropped, per file: the count and every row (file, row, id, problem)."""
+    counts: dict[str, int] = {}
+    for bad in skipped:
+        counts[bad.origin] = counts.get(bad.origin, 0) + 1
+    return {
+        "policy": policy,
+        "skipped": len({(b.origin, b.row) for b in skipped}),
+        "per_file": counts,
+        "rows": [dataclasses.asdict(b) for b in skipped],
+    }

@@ -69,7 +69,8 @@ def make_splits(
 
 
 def split_dataset(processed_dir: Path, params: SplitParams, out_dir: Path) -> dict[str, Any]:
-    """Write train / val / test parquet files, labels.json and split.json (what was done) to ``out_dir``."""
+    """Write train / val / test parquet files, labels.json, prompt.json and split.json (what was done) to
+    ``out_dir``."""
     train = pd.read_parquet(processed_dir / "train.parquet")
     test_path = processed_dir / "test.parquet"
     test = pd.read_parquet(test_path) if test_path.is_file() else None
@@ -77,6 +78,7 @@ def split_dataset(processed_dir: Path, params: SplitParams, out_dir: Path) -> di
     with staged_dir(out_dir) as tmp:
         for name, frame in splits.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        shutil.copy2(processed_dir / "labels.json", tmp / "labels.json")
+        for carried in ("labels.json", "prompt.json"):  # the label set and the prompt travel with the data
+            shutil.copy2(processed_dir / carried, tmp / carried)
         write_json(tmp / "split.json", record)
     return record

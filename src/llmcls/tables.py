@@ -22,6 +22,8 @@ READERS = {
     ".xls": "excel",
     ".label": "lines",  # one record a line (TREC's `COARSE:fine question`), split by a `pattern` option
 }
+# Reader options that describe a file's layout, and the kinds of file they apply to.
+LAYOUT_OPTIONS = {"sep": ("csv", "tsv"), "header": ("csv", "tsv", "excel"), "names": ("csv", "tsv", "excel")}
 
 
 def read_lines(path: Path, pattern: str | None, encoding: str) -> pd.DataFrame:
@@ -48,13 +50,19 @@ def read_table(path: str | Path, options: dict[str, Any] | None = None) -> pd.Da
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise LlmclsError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
+    misplaced = sorted(k for k, kinds in LAYOUT_OPTIONS.items() if k in options and kind not in kinds)
+    if misplaced:
+        raise LlmclsError(f"{path}: the reader options {misplaced} do not apply to a {kind} file")
+    if kind in ("parquet", "excel"):
+        options.pop("encoding", None)  # binary formats carry their own
     try:
         if kind == "lines":
             return read_lines(path, pattern, options.get("encoding", "utf-8"))
         if kind in ("csv", "tsv"):
-            if kind == "tsv" or options.get("sep") == "\t":
-                # Sentences carry bare quotes; TSV files here are not quoted.
+            if kind == "tsv":
                 options.setdefault("sep", "\t")
+            if options.get("sep") == "\t":
+                # Sentences carry bare quotes; TSV files here are not quoted.
                 options.setdefault("quoting", csv.QUOTE_NONE)
             return pd.read_csv(path, **options)
         if kind == "json":

@@ -35,7 +35,7 @@ from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
 from llmcls.modeling import build_classifier, quantization_config, save_classifier
 from llmcls.outputs import read_json, remove, write_json
 from llmcls.params import Params, TrainParams
-from llmcls.preprocessing import LabelSet
+from llmcls.preprocessing import PROMPT, LabelSet
 
 FINGERPRINT = "llmcls_run.json"
 
@@ -305,7 +305,7 @@ def train_classifier(
             "params": dataclasses.asdict(params),
             "training": summary,  # no timings: the model folder must hash the same for the same run
         }
-        save_classifier(trainer.model, tokenizer, labels, meta, model_dir)
+        save_classifier(trainer.model, tokenizer, labels, meta, read_json(split_dir / PROMPT), model_dir)
         for key, value in summary.items():
             if isinstance(value, (int, float)):
                 live.summary[key] = value
