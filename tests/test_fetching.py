@@ -190,3 +190,27 @@ def test_setup_pins_the_datasets_folder_for_queued_copies(tmp_path, monkeypatch)
     assert folder == tmp_path / "shared" and action == "pinned"
     assert str(tmp_path / "shared") in (project / ".dvc" / "config.local").read_text()
     assert pin_datasets_folder() == (tmp_path / "shared", "kept")
+
+
+def test_kaggle_train_csv_is_read_before_the_sample(tmp_path):
+    """A user who downloads the competition's train.csv puts it beside the shipped sample; it wins."""
+    from test_preprocessing import arena_frame
+
+    folder = tmp_path / "lmsys_arena"
+    folder.mkdir()
+    arena_frame(3).to_csv(folder / "train_sample100.csv", index=False)
+    arena_frame(3).drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]).to_csv(
+        folder / "test.csv", index=False
+    )
+    record = fetch(dataset_spec("arena"), tmp_path, tmp_path / "raw")
+    assert record["files"]["train"] == "remote://datasets/lmsys_arena/train_sample100.csv"
+    arena_frame(6).to_csv(folder / "train.csv", index=False)
+    record = fetch(dataset_spec("arena"), tmp_path, tmp_path / "raw")
+    assert record["files"]["train"] == "remote://datasets/lmsys_arena/train.csv" and record["rows"]["train"] == 6
+
+
+def test_reader_options_that_do_not_fit_the_file_type(tmp_path):
+    sentiment_frame(2).to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(LlmclsError, match="reader options \\['header', 'sep'\\] do not apply to a parquet file"):
+        read_table(tmp_path / "d.parquet", {"sep": ";", "header": None, "encoding": "utf-8"})
+    assert len(read_table(tmp_path / "d.parquet", {"encoding": "gbk"})) == 4  # binary formats ignore encoding

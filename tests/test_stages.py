@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -146,6 +147,11 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
         ({"train.learning_rate": -0.001}, "train.learning_rate: -0.001 must be > 0"),
         ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 must be between 0 and 1"),
         ({"train.mode": "half"}, "train.mode: 'half' is not one of ['lora', 'qlora', 'full']"),
+        ({"custom.header": False}, "custom.names: a file with header: false needs its column names"),
+        ({"custom.encoding": "klingon"}, "custom.encoding: unknown encoding 'klingon'"),
+        ({"custom.label_pattern": "^[A-Z]+:"}, "custom.label_pattern: '^[A-Z]+:' must have exactly one (group)"),
+        ({"custom.label_pattern": "(["}, "custom.label_pattern: '([' is not a regular expression"),
+        ({"preprocess.bad_rows": "ignore"}, "preprocess.bad_rows: 'ignore' is not one of ['error', 'skip']"),
     ],
 )
 def test_invalid_params(tmp_path, monkeypatch, overrides, expected):
@@ -155,3 +161,68 @@ def test_invalid_params(tmp_path, monkeypatch, overrides, expected):
     assert "params.yaml is invalid" in result.output and expected in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "raw").exists()
+
+
+def test_headerless_tsv_with_a_label_names_file(custom_project, tmp_path):
+    """The usual layout of Chinese news corpora: `text<TAB>label_id`, no header, class names in a file."""
+    frame = sentiment_frame(10)
+    frame[["sentence", "label"]].to_csv("news.txt", sep="\t", header=False, index=False)
+    Path("classes.txt").write_text("negative\npositive\n", encoding="utf-8")
+    settings = {
+        "custom.train_path": "news.txt",
+        "custom.header": False,
+        "custom.names": ["body", "label_id"],
+        "custom.text_columns": ["body"],
+        "custom.label_column": "label_id",
+        "custom.label_names": "classes.txt",
+    }
+    result = run_until_preprocess(custom_project(**settings))
+    assert result.exit_code == 0, result.output
+    assert "2 classes: ['negative', 'positive']" in result.output
+    source = json.loads((tmp_path / "raw" / "source.json").read_text())
+    assert source["label_names"] == {"0": "negative", "1": "positive"} and "classes.txt" in source["sha256"]
+    train = pd.read_parquet(tmp_path / "processed" / "train.parquet")
+    assert len(train) == 20 and train["text"].iloc[0] == frame["sentence"].iloc[0]
+
+
+def test_gbk_file_and_label_pattern(custom_project, tmp_path):
+    rows = pd.DataFrame({"text": ["这部电影很好看", "太难看了"] * 5, "label": ["POS:strong", "NEG:mild"] * 5})
+    rows.to_csv("zh.csv", index=False, encoding="gbk")
+    settings = {
+        "custom.train_path": "zh.csv",
+        "custom.encoding": "gbk",
+        "custom.text_columns": ["text"],
+        "custom.label_column": "label",
+        "custom.label_pattern": "^([A-Z]+):",
+    }
+    result = run_until_preprocess(custom_project(**settings))
+    assert result.exit_code == 0, result.output
+    assert "2 classes: ['NEG', 'POS']" in result.output
+    result = invoke("fetch", "--params", custom_project(**settings | {"custom.encoding": "utf-8"}), "--out", "raw2")
+    assert result.exit_code == 1 and "zh.csv: cannot read as csv" in result.output
+
+
+def test_bad_rows_skip_drops_and_reports(custom_project, tmp_path):
+    frame = pd.read_csv("train.csv")
+    frame.loc[2, "review"] = None
+    frame.loc[5, "stars"] = None
+    frame.to_csv("train.csv", index=False)
+    assert run_until_preprocess(custom_project()).exit_code == 1  # bad_rows: error, the default
+    result = invoke(
+        "preprocess",
+        "--params",
+        custom_project(**{"preprocess.bad_rows": "skip"}),
+        "--raw",
+        "raw",
+        "--base",
+        "base",
+        "--out",
+        "processed",
+        "--bad-rows",
+        "bad_rows.json",
+    )
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 bad row(s)" in result.output and "train.csv row 3 (id train-2)" in result.output
+    report = json.loads((tmp_path / "bad_rows.json").read_text())
+    assert report["skipped"] == 2 and [r["row"] for r in report["rows"]] == [3, 6]
+    assert len(pd.read_parquet(tmp_path / "processed" / "train.parquet")) == 18
