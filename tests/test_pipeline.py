@@ -133,3 +133,54 @@ def test_llmcls_sweep_then_report(tiny_project):
     assert "| 2 |" in row and " ± " in row  # two seeds, mean ± std
     assert (tiny_project / "metrics" / "report" / "per_class_f1_custom.png").is_file()
     assert (tiny_project / "metrics" / "report" / "confusion_custom.png").is_file()  # read from the exp commit
+
+
+def test_headerless_tsv_with_an_empty_row_then_predict_and_export(project_copy, tiny_model_dir, tmp_path):
+    """A user's files as they come (no header, label ids with a names file, one empty text), `dvc repro` with
+    bad_rows: skip, then `llmcls predict` / `llmcls export` on the result."""
+    rows = sentiment_frame(30)
+    rows.loc[7, "sentence"] = ""
+    custom = project_copy / "data" / "custom"
+    rows[["sentence", "label"]].to_csv(custom / "news.tsv", sep="\t", header=False, index=False)
+    (custom / "classes.txt").write_text("negative\npositive\n", encoding="utf-8")
+    settings = {
+        "dataset": "custom",
+        "custom.train_path": "data/custom/news.tsv",
+        "custom.header": False,
+        "custom.names": ["text", "label_id"],
+        "custom.label_column": "label_id",
+        "custom.label_names": "data/custom/classes.txt",
+        "preprocess.bad_rows": "skip",
+    }
+    write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **settings)
+    commit_all(project_copy)
+    result = run(["dvc", "repro"], project_copy)
+    assert "skipped 1 bad row(s)" in result.stdout and "news.tsv row 8 (id train-7)" in result.stdout
+    report = json.loads((project_copy / "metrics" / "bad_rows.json").read_text())
+    assert report["skipped"] == 1 and report["rows"][0]["row"] == 8
+    assert json.loads((project_copy / "models" / "classifier" / "labels.json").read_text())["labels"] == [
+        "negative",
+        "positive",
+    ]
+
+    new = pd.DataFrame({"text": [f"new review number {i}" for i in range(50)]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    llmcls = [f"{BIN}/llmcls", "predict", "--model", "models/classifier"]
+    run([*llmcls, "--input", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")], project_copy)
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 50 and set(predicted["predicted"]) <= {"negative", "positive"}
+
+    test = pd.read_parquet(project_copy / "data" / "split" / "test.parquet")
+    pd.DataFrame({"text": test["text"]}).to_csv(tmp_path / "test.csv", index=False)
+    run([*llmcls, "--input", str(tmp_path / "test.csv"), "--out", str(tmp_path / "t.csv")], project_copy)
+    ours = pd.read_csv(tmp_path / "t.csv")[["prob_negative", "prob_positive"]].to_numpy()
+    theirs = pd.read_csv(project_copy / "metrics" / "predictions" / "test.csv")[["prob_negative", "prob_positive"]]
+    assert abs(ours - theirs.to_numpy()).max() <= 1e-6
+
+    run([f"{BIN}/llmcls", "export", "--out", str(tmp_path / "exported")], project_copy)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [f"{BIN}/llmcls", "predict", "--model", str(tmp_path / "exported"), "--input", str(tmp_path / "test.csv")]
+    run([*cmd, "--out", "e.csv"], elsewhere)
+    exported = pd.read_csv(elsewhere / "e.csv")[["prob_negative", "prob_positive"]].to_numpy()
+    assert abs(exported - theirs.to_numpy()).max() <= 1e-6

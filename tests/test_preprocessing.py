@@ -84,8 +84,8 @@ def test_malformed_json_list_and_bad_one_hot_and_duplicate_ids():
         canonical_rows(ARENA, frame, "train", "train.csv")
     message = str(err.value)
     assert "train.csv row 2 (id 101): column 'response_b' is a malformed JSON list" in message
-    assert "train.csv row 3 (id 100): expected exactly one of" in message
-    assert "train.csv row 3 (id 100): duplicate id in column 'id'" in message
+    # One line per row, its problems joined.
+    assert "train.csv row 3 (id 100): duplicate id in column 'id'; expected exactly one of" in message
 
 
 def test_test_label_outside_train_label_set():

@@ -60,7 +60,8 @@ def _join_json_list(cell: Any) -> str:
     return "\n\n".join(t for t in turns if t)
 
 
-def _raw_label(spec: DatasetSpec, row: pd.Series) -> Any:
+def _raw_label(spec: DatasetSpec, row: dict[str, Any]) -> Any:
+    # The row as a dict, not a Series: a Series of a NaN text and an int label is all float (label 0 -> 0.0).
     if spec.label_column:
         return row[spec.label_column]
     hot = [c for c in spec.label_onehot if row[c] == 1]
@@ -132,9 +133,11 @@ def canonical_rows(
     labelled = has_labels(spec, frame)
     bad: list[BadRow] = []
     records = []
+    seen: set[str] = set()
     for index, row in enumerate(frame.to_dict("records")):
         rid = str(row[spec.id_column]) if spec.id_column else f"{split}-{index}"
-        problems: list[str] = []
+        problems = [f"duplicate id in column {spec.id_column!r}"] if rid in seen else []
+        seen.add(rid)
         record: dict[str, Any] = {"id": rid}
         for field, column in spec.fields.items():
             cell = row[column]
@@ -153,7 +156,7 @@ def canonical_rows(
         record["label"] = None
         if labelled:
             try:
-                raw = _raw_label(spec, pd.Series(row))
+                raw = _raw_label(spec, row)
                 if _missing(raw):
                     raise ValueError(f"label column {spec.label_column!r} is empty")
                 record["label"] = _label_name(spec, raw)
@@ -163,14 +166,10 @@ def canonical_rows(
                     )
             except ValueError as err:
                 problems.append(str(err))
-        bad.extend(BadRow(origin, index + 1, rid, p) for p in problems)
+        if problems:
+            bad.append(BadRow(origin, index + 1, rid, "; ".join(problems)))
         records.append(record)
     table = pd.DataFrame.from_records(records, columns=["id", *spec.fields, "label"])
-    repeated = table["id"].duplicated()  # every copy after the first
-    bad.extend(
-        BadRow(origin, i + 1, table["id"][i], f"duplicate id in column {spec.id_column!r}")
-        for i in table.index[repeated]
-    )
     return _drop_or_fail(table, bad, origin, skipped)
 
 
@@ -314,7 +313,7 @@ def bad_rows_report(skipped: list[BadRow], policy: str) -> dict[str, Any]:
         counts[bad.origin] = counts.get(bad.origin, 0) + 1
     return {
         "policy": policy,
-        "skipped": len({(b.origin, b.row) for b in skipped}),
+        "skipped": len(skipped),
         "per_file": counts,
         "rows": [dataclasses.asdict(b) for b in skipped],
     }
