@@ -29,7 +29,7 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions, 
     start = time.perf_counter()
     settings = params.evaluate
     summary, full, tables = evaluate_classifier(
-        model_dir, base, split_dir, settings.batch_size, settings.quantize, settings.swap_tta
+        model_dir, base, split_dir, settings.batch_size, settings.quantize, settings.swap_tta, settings.max_new_tokens
     )
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
         return
@@ -39,6 +39,8 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions, 
     for split in tables:
         if "without_tta" in summary[split]:
             click.echo(f"{split} without A/B-swap TTA: {summary[split]['without_tta']}")
+        if "generated" in summary[split]:
+            click.echo(f"{split} generated answers: {summary[split]['generated']}")
 
 
 if __name__ == "__main__":

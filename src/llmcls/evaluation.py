@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmcls.base_model import load_tokenizer
 from llmcls.devices import enable_fast_matmul, process_state
-from llmcls.inference import predict_proba_parallel
+from llmcls.inference import predict_proba, predict_proba_parallel
 from llmcls.modeling import load_trained_model
 from llmcls.outputs import read_json
 from llmcls.scoring import SPLITS, score_split, score_splits
@@ -21,6 +22,28 @@ def swap_back(probs_swapped: np.ndarray, permutation: list[int]) -> np.ndarray:
     return probs_swapped[:, permutation]
 
 
+def label_targets(meta: dict[str, Any], tokenizer) -> list[list[int]] | None:
+    """A generative model's label texts as token ids (what it is scored on); None for a head."""
+    if meta.get("objective", "head") != "generative":
+        return None
+    from llmcls.label_scoring import label_token_ids
+
+    return label_token_ids(tokenizer, meta["label_texts"])
+
+
+def class_probabilities(
+    model, meta: dict[str, Any], targets, sequences: list, batch_size: int, precision: str, device=None, progress=None
+) -> np.ndarray:
+    """Class probabilities of prompts: the head's softmax, or a generative model's scored label texts."""
+    if targets is None:
+        return predict_proba(model, sequences, meta["pad_token_id"], batch_size, precision, device, progress)
+    from llmcls.label_scoring import scored_probabilities
+
+    return scored_probabilities(
+        model, sequences, targets, meta["pad_token_id"], batch_size, precision, device, progress
+    )
+
+
 def evaluate_classifier(
     model_dir: Path,
     base_dir: Path,
@@ -28,6 +51,7 @@ def evaluate_classifier(
     batch_size: int,
     quantize: str | None = None,
     swap_tta: bool = False,
+    max_new_tokens: int = 16,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Return (summary metrics, full report, predictions) for the val and test splits. Under
     `accelerate launch` with several processes, the rows are shared out and every process gets the result.
@@ -35,6 +59,10 @@ def evaluate_classifier(
     With ``swap_tta`` on a pairwise dataset (labels.json has a swap_permutation), every row is also predicted
     with its two responses traded; the swapped probabilities are mapped back and averaged with the originals,
     and the metrics without this test-time augmentation are kept under `without_tta`.
+
+    A generative model (train.objective: generative) is scored by its label texts' likelihoods, and also
+    answers freely (greedy, ``max_new_tokens``): summary[split]["generated"] counts the answers in and not in
+    the label set, with metrics that count an answer outside it as wrong; the answers join the predictions.
     """
     enable_fast_matmul()
     model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
@@ -42,8 +70,13 @@ def evaluate_classifier(
         model.to(process_state().device)
     permutation = read_json(split_dir / "labels.json").get("swap_permutation") if swap_tta else None
 
+    tokenizer = load_tokenizer(model_dir)
+    targets = label_targets(meta, tokenizer)
+
     def predict(sequences: list) -> np.ndarray:
-        return predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
+        if targets is None:  # the head shares the rows out between `accelerate launch` processes
+            return predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
+        return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
 
     frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
     probs, plain = {}, {}
@@ -53,6 +86,14 @@ def evaluate_classifier(
             swapped = swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)
             probs[split] = (plain[split] + swapped) / 2
     summary, report, predictions = score_splits(frames, probs, labels)
+    if targets is not None:
+        from llmcls.label_scoring import generate_answers, generated_metrics
+
+        for split, frame in frames.items():
+            prompts = frame["input_ids"].tolist()
+            answers = generate_answers(model, prompts, tokenizer, max_new_tokens, batch_size, meta["precision"])
+            summary[split]["generated"] = generated_metrics(answers, meta["label_texts"], frame["label_id"].tolist())
+            predictions[split]["generated"] = answers
     report["swap_tta"] = bool(permutation)
     for split, frame in frames.items():
         if permutation and split in report:

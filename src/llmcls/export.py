@@ -94,11 +94,21 @@ def _model_card(meta: dict[str, Any], prompt: dict[str, Any], labels: list[str],
         "```",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
-        "tokenizer = AutoTokenizer.from_pretrained(folder)",
-        "# softmax(model(input_ids).logits): llmcls tokenises the template's literal parts and the text apart",
-        "# (and cuts long texts inside the template), so `llmcls predict` gives the exact ids of training",
+        *(
+            [
+                "from transformers import AutoModelForCausalLM",
+                "model = AutoModelForCausalLM.from_pretrained(folder)",
+                f"# it writes one of {meta['label_texts']} after the prompt; llmcls scores each text's likelihood",
+            ]
+            if meta.get("objective") == "generative"
+            else [
+                "from transformers import AutoModelForSequenceClassification",
+                "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
+                "# softmax(model(input_ids).logits)",
+            ]
+        ),
+        "# llmcls tokenises the template's literal parts and the text apart (and cuts long texts inside the",
+        "# template), so `llmcls predict` gives the exact input ids of training",
         "```",
         "",
         f"Inference precision of the run: {meta['precision']}. The full resolved settings are in llmcls.json.",
@@ -107,42 +117,43 @@ def _model_card(meta: dict[str, Any], prompt: dict[str, Any], labels: list[str],
     return "\n".join(lines)
 
 
-def export_model(
-    model_dir: str | Path, base_dir: str | Path | None, out_dir: str | Path, metrics_path: str | Path | None = None
-) -> dict[str, Any]:
-    """Write the standalone folder; returns what was exported."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    model, labels, meta = load_trained_model(model_dir, base_dir)
+def _head_files(model, meta: dict[str, Any], folder: Path) -> str:
+    """A classification head's weights and the modeling code plain transformers builds it with; its kind."""
+    from safetensors.torch import save_file
+
     head = getattr(model, head_attribute(model))
     kind = "mlp" if isinstance(head, torch.nn.Sequential) else "linear"
     in_features = head[0].in_features if kind == "mlp" else head.in_features
+    dropout = meta["params"]["model"]["head_dropout"]
+    model.config.llmcls_head = {"kind": kind, "in_features": in_features, "dropout": dropout}
+    remote_class = f"{REMOTE_CODE.removesuffix('.py')}.LlmclsForSequenceClassification"
+    model.config.auto_map = {"AutoModelForSequenceClassification": remote_class}
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, folder / HEAD_WEIGHTS)
+    code = REMOTE_CODE_TEXT.format(architecture=type(model).__name__, attribute=head_attribute(model))
+    (folder / REMOTE_CODE).write_text(code, encoding="utf-8")
+    return kind
+
+
+def export_model(
+    model_dir: str | Path, base_dir: str | Path | None, out_dir: str | Path, metrics_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Write the standalone folder; returns what was exported. A generative model is a plain causal LM
+    (AutoModelForCausalLM reads it with no extra code); a head model gets its head's code beside it."""
+    from transformers import AutoTokenizer
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model, labels, meta = load_trained_model(model_dir, base_dir)
     architecture = type(model).__name__
-    model.config.llmcls_head = {
-        "kind": kind,
-        "in_features": in_features,
-        "dropout": meta["params"]["model"]["head_dropout"],
-    }
-    model.config.auto_map = {
-        "AutoModelForSequenceClassification": f"{REMOTE_CODE[:-3]}.LlmclsForSequenceClassification"
-    }
     prompt = read_json(model_dir / PROMPT)
     metrics = read_json(metrics_path) if metrics_path and Path(metrics_path).is_file() else None
-    exported = meta | {
-        "export": {"from": str(model_dir), "architecture": architecture, "merged_lora": meta["mode"] != "full"}
-    }
+    record = {"from": str(model_dir), "architecture": architecture, "merged_lora": meta["mode"] != "full"}
     with staged_dir(out_dir) as tmp:
+        generative = meta.get("objective", "head") == "generative"
+        head = "generative (label text)" if generative else _head_files(model, meta, tmp)
         model.save_pretrained(tmp, safe_serialization=True)
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, tmp / HEAD_WEIGHTS)
-        from transformers import AutoTokenizer
-
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
-        (tmp / REMOTE_CODE).write_text(
-            REMOTE_CODE_TEXT.format(architecture=architecture, attribute=head_attribute(model)), encoding="utf-8"
-        )
         write_json(tmp / LABELS, labels.to_json())
         write_json(tmp / PROMPT, prompt)
-        write_json(tmp / META, exported)
+        write_json(tmp / META, meta | {"export": record})
         (tmp / "README.md").write_text(_model_card(meta, prompt, list(labels.names), metrics), encoding="utf-8")
-    return {"architecture": architecture, "head": kind, "classes": len(labels.names), "with_metrics": bool(metrics)}
+    return {"architecture": architecture, "head": head, "classes": len(labels.names), "with_metrics": bool(metrics)}

@@ -103,21 +103,26 @@ def bitsandbytes_config(q: QloraParams, what: str):
     )
 
 
+def load_settings(quantization) -> dict[str, Any]:
+    """from_pretrained's dtype (and quantisation): fp32 master weights, reduced precision comes from autocast;
+    a quantised base computes in its compute dtype on this process's device."""
+    if quantization is None:
+        return {"dtype": torch.float32}
+    compute = getattr(quantization, "bnb_4bit_compute_dtype", None) or torch.bfloat16
+    return {"quantization_config": quantization, "dtype": compute, "device_map": {"": process_state().device}}
+
+
 def _base_classifier(
     base_dir: str | Path, labels: LabelSet, pad_token_id: int, head: dict[str, Any], quantization=None
 ) -> torch.nn.Module:
     name, pinned = weights_location(base_dir)
-    extra: dict[str, Any] = {"dtype": torch.float32}  # fp32 master weights; reduced precision comes from autocast
-    if quantization is not None:
-        compute = getattr(quantization, "bnb_4bit_compute_dtype", None) or torch.bfloat16
-        extra = {"quantization_config": quantization, "dtype": compute, "device_map": {"": process_state().device}}
     classifier = AutoModelForSequenceClassification.from_pretrained(
         name,
         num_labels=len(labels.names),
         id2label=labels.id2label,
         label2id=labels.label2id,
         attn_implementation="sdpa",  # PyTorch picks its flash / memory-efficient kernel where it can
-        **extra,
+        **load_settings(quantization),
         **pinned,
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
@@ -142,18 +147,26 @@ def build_classifier(
         warm_start(classifier, getattr(classifier, head_attribute(classifier)))
     if train.mode == "full":
         return classifier
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import TaskType
 
-    if quantization is not None:
+    # SEQ_CLS keeps the head (score / classifier) trainable and saved: modules_to_save.
+    return with_adapter(classifier, train, TaskType.SEQ_CLS, quantization is not None)
+
+
+def with_adapter(model: torch.nn.Module, train: TrainParams, task_type, quantized: bool) -> torch.nn.Module:
+    """``model`` with params `train.lora`'s adapter (peft); a k-bit base is prepared for training first."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
         # fp32 norms and head, input grads on: what k-bit training needs to be stable.
-        classifier = prepare_model_for_kbit_training(
-            classifier,
+        model = prepare_model_for_kbit_training(
+            model,
             use_gradient_checkpointing=train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     lora = train.lora
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,  # keeps the head (score / classifier) trainable and saved: modules_to_save
+        task_type=task_type,
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -162,7 +175,7 @@ def build_classifier(
         use_dora=lora.use_dora,
         use_rslora=lora.use_rslora,
     )
-    wrapped = get_peft_model(classifier, config)
+    wrapped = get_peft_model(model, config)
     # peft keeps target_modules as a set, which adapter_config.json then lists in hash order (it changes with
     # each process's hash seed); sorted, the saved adapter, and so its DVC hash, is the same in every run.
     for settings in wrapped.peft_config.values():
@@ -172,6 +185,25 @@ def build_classifier(
     return wrapped
 
 
+def base_lm(base_dir: str | Path, quantization=None) -> torch.nn.Module:
+    """The base model with its language-modelling head (the generative objective and label scoring)."""
+    from transformers import AutoModelForCausalLM
+
+    name, pinned = weights_location(base_dir)
+    return AutoModelForCausalLM.from_pretrained(
+        name, attn_implementation="sdpa", **load_settings(quantization), **pinned
+    )
+
+
+def build_generative(base_dir: str | Path, train: TrainParams) -> torch.nn.Module:
+    """A causal LM to fine-tune on prompt -> label text (train.objective: generative): LoRA / QLoRA / full."""
+    from peft import TaskType
+
+    quantization = quantization_config(train)
+    lm = base_lm(base_dir, quantization)
+    return lm if train.mode == "full" else with_adapter(lm, train, TaskType.CAUSAL_LM, quantization is not None)
+
+
 def save_classifier(
     model, tokenizer, labels: LabelSet, meta: dict[str, Any], prompt: dict[str, Any], out_dir: str | Path
 ) -> None:
@@ -179,7 +211,7 @@ def save_classifier(
     out_dir = Path(out_dir)
     write_json(out_dir / PROMPT, prompt)
     model.save_pretrained(out_dir)
-    if meta["mode"] == "full":
+    if meta["mode"] == "full" and meta.get("objective", "head") == "head":
         from safetensors.torch import save_file
 
         head = getattr(model, head_attribute(model))
@@ -208,6 +240,8 @@ def load_trained_model(
     if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
         settings = QloraParams(**(meta["params"]["train"]["qlora"] | {"bits": int(quantize[0])}))
         quantization = bitsandbytes_config(settings, f"evaluate.quantize: {quantize}")
+    if meta.get("objective", "head") == "generative":
+        return _load_generative(model_dir, base_dir, meta, quantization), labels, meta
     if is_standalone(meta):
         extra = {"quantization_config": quantization} if quantization else {}
         if meta["base_model"].get("trust_remote_code"):
@@ -222,12 +256,31 @@ def load_trained_model(
     else:
         from peft import PeftModel
 
-        if base_dir is None or not Path(base_dir).is_dir():
-            raise LlmclsError(
-                f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
-                f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
-            )
+        _check_base(model_dir, base_dir)
         base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
         model = PeftModel.from_pretrained(base, model_dir)
         model = model if quantization else model.merge_and_unload()
     return model.eval(), labels, meta
+
+
+def _check_base(model_dir: Path, base_dir: str | Path | None) -> None:
+    if base_dir is None or not Path(base_dir).is_dir():
+        raise LlmclsError(
+            f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
+            f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
+        )
+
+
+def _load_generative(model_dir: Path, base_dir: str | Path | None, meta: dict[str, Any], quantization):
+    """A generative model (a causal LM) for inference: standalone weights, or the base with the adapter merged."""
+    from transformers import AutoModelForCausalLM
+
+    if is_standalone(meta):
+        extra = {"quantization_config": quantization} if quantization else {}
+        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra)
+        return lm.eval()
+    from peft import PeftModel
+
+    _check_base(model_dir, base_dir)
+    lm = PeftModel.from_pretrained(base_lm(base_dir, quantization), model_dir)
+    return (lm if quantization else lm.merge_and_unload()).eval()

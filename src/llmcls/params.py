@@ -45,6 +45,7 @@ LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsd
 SUBMITTERS = ("llm", "baseline", "ensemble")
 HEAD_INITS = ("random", "linear_probe")
 BAD_ROWS = ("error", "skip")
+OBJECTIVES = ("head", "generative")
 
 
 class SectionError(Exception):
@@ -271,6 +272,8 @@ class TrainParams:
     early_stopping_patience: int | None
     head_init: str
     probe_C: float
+    objective: str  # head: a classification head | generative: the causal LM writes the label's text
+    verbalizer: dict[str, str] | None  # class name -> the text the generative objective writes
     launch: LaunchParams
     lora: LoraParams
     qlora: QloraParams
@@ -310,6 +313,10 @@ class TrainParams:
             problems.append(f"head_init: {self.head_init!r} is not one of {list(HEAD_INITS)}")
         if self.probe_C <= 0:
             problems.append(f"probe_C: {self.probe_C} must be > 0")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
+        if self.verbalizer is not None and not all(str(v).strip() for v in self.verbalizer.values()):
+            problems.append("verbalizer: every class needs a non-empty text")
         _check(problems)
 
 
@@ -318,9 +325,12 @@ class EvaluateParams:
     batch_size: int
     quantize: str | None
     swap_tta: bool
+    max_new_tokens: int  # the generated mode's answer length limit (generative objective)
 
     def __post_init__(self) -> None:
         problems = [f"batch_size: {self.batch_size} must be >= 1"] if self.batch_size < 1 else []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens: {self.max_new_tokens} must be >= 1")
         if self.quantize not in (None, "8bit", "4bit"):
             problems.append(f"quantize: {self.quantize!r} is not 8bit, 4bit or null")
         _check(problems)
@@ -452,7 +462,7 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             problems.append(f"{key}: {value!r} is not of type {getattr(hint, '__name__', hint)}")
     if len(kwargs) < len(fields) or any(v is None and dataclasses.is_dataclass(hints[k]) for k, v in kwargs.items()):
         return None
-    for name in ("class_quota", "class_weights"):  # YAML may read labels such as 0 / 1 as ints
+    for name in ("class_quota", "class_weights", "verbalizer"):  # YAML may read labels such as 0 / 1 as ints
         if isinstance(kwargs.get(name), dict):
             kwargs[name] = {str(k): v for k, v in kwargs[name].items()}
     try:

@@ -26,8 +26,7 @@ from llmcls.base_model import load_tokenizer
 from llmcls.catalog import DatasetSpec
 from llmcls.devices import enable_fast_matmul, resolve_precision
 from llmcls.errors import LlmclsError, fail_on
-from llmcls.evaluation import swap_back
-from llmcls.inference import predict_proba
+from llmcls.evaluation import class_probabilities, label_targets, swap_back
 from llmcls.modeling import META, is_standalone, load_trained_model
 from llmcls.outputs import read_json, staged_file
 from llmcls.preprocessing import PROMPT, BadRow, LabelSet, canonical_rows, encode_table, reader_spec, swap_permutation
@@ -63,6 +62,11 @@ class TextClassifier:
     def spec(self) -> DatasetSpec:
         return reader_spec(self.prompt)
 
+    @cached_property
+    def targets(self) -> list[list[int]] | None:
+        """A generative model's label texts as token ids; None for a classification head."""
+        return label_targets(self.meta, self.tokenizer)
+
     @property
     def text_columns(self) -> list[str]:
         """The columns the prompt reads, as the training data named them."""
@@ -94,8 +98,9 @@ class TextClassifier:
 
         def run(column: str) -> np.ndarray:
             sequences = encoded[column].tolist()
-            pad = self.meta["pad_token_id"]
-            return predict_proba(self.model, sequences, pad, self.batch_size, self.precision, self.device, progress)
+            return class_probabilities(
+                self.model, self.meta, self.targets, sequences, self.batch_size, self.precision, self.device, progress
+            )
 
         probs = run("input_ids")
         permutation = swap_permutation(self.spec, self.labels) if swap_tta else None

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import (
+    DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
@@ -32,7 +33,7 @@ from llmcls.devices import enable_fast_matmul, process_state, resolve_precision,
 from llmcls.errors import LlmclsError
 from llmcls.head_init import warm_start_head
 from llmcls.metrics import GREATER_IS_BETTER, softmax, summary_metrics
-from llmcls.modeling import build_classifier, quantization_config, save_classifier
+from llmcls.modeling import build_classifier, build_generative, quantization_config, save_classifier
 from llmcls.outputs import read_json, remove, write_json
 from llmcls.params import Params, TrainParams
 from llmcls.preprocessing import PROMPT, LabelSet
@@ -200,17 +201,29 @@ def make_trainer(
     collator=None,
     callbacks=(),
     loss_func=None,
+    scoring: dict[str, Any] | None = None,
 ) -> Trainer:
-    """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row."""
+    """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row. With
+    ``scoring`` (the generative objective: label texts' token ids, ...) it trains the causal LM on prompt +
+    label and validates by scoring the label texts."""
+    common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks))
+    if scoring is not None:
+        from llmcls.generative import IGNORE, ScoredTrainer, lm_dataset
+
+        targets, eos = scoring["targets"], tokenizer.eos_token_id
+        return ScoredTrainer(
+            **common,
+            train_dataset=lm_dataset(train, targets, eos),
+            eval_dataset=lm_dataset(val, targets, eos),
+            data_collator=collator or DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE),
+            scoring=scoring | {"prompts": val["input_ids"].tolist(), "truth": val["label_id"].tolist()},
+        )
     return Trainer(
-        model=model,
-        args=args,
+        **common,
         train_dataset=to_dataset(train),
         eval_dataset=to_dataset(val),
         data_collator=collator or DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=list(callbacks),
         compute_loss_func=loss_func,
     )
 
@@ -250,13 +263,28 @@ def train_classifier(
             )
         )
 
-    model = build_classifier(
-        base_dir, labels, tokenizer.pad_token_id, params.model, t, warm_start=warm_start if probe else None
-    )
-    weights = class_weight_vector(t.class_weights, labels, train["label_id"])
-    # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
-    # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
-    loss_func = weighted_loss(weights, t.label_smoothing)
+    scoring, texts, weights, loss_func = None, None, None, None
+    if t.objective == "generative":
+        from llmcls.generative import label_texts
+        from llmcls.label_scoring import label_token_ids
+
+        head_init["method"] = "none: the generative objective writes the label"
+        texts = label_texts(labels, read_json(split_dir / PROMPT), t.verbalizer)
+        model = build_generative(base_dir, t)
+        scoring = {
+            "targets": label_token_ids(tokenizer, texts),
+            "pad_id": tokenizer.pad_token_id,
+            "batch_size": params.evaluate.batch_size,
+            "precision": precision,
+        }
+    else:
+        model = build_classifier(
+            base_dir, labels, tokenizer.pad_token_id, params.model, t, warm_start=warm_start if probe else None
+        )
+        weights = class_weight_vector(t.class_weights, labels, train["label_id"])
+        # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
+        # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
+        loss_func = weighted_loss(weights, t.label_smoothing)
     callbacks: list[TrainerCallback] = []
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
@@ -278,7 +306,9 @@ def train_classifier(
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
     callbacks.insert(0, LiveMetrics(live))
-    trainer = make_trainer(model, args, tokenizer, train, val, callbacks=callbacks, loss_func=loss_func)
+    trainer = make_trainer(
+        model, args, tokenizer, train, val, callbacks=callbacks, loss_func=loss_func, scoring=scoring
+    )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -299,6 +329,8 @@ def train_classifier(
     if trainer.is_world_process_zero():
         meta = {
             "mode": params.train.mode,
+            "objective": t.objective,
+            **({"label_texts": texts} if texts else {}),
             "precision": precision,
             "pad_token_id": tokenizer.pad_token_id,
             "base_model": read_json(base_dir / "llmcls_base.json"),

@@ -1,0 +1,76 @@
+"""The generative objective (train.objective: generative): the causal LM learns to write the label's text after
+the prompt, with the loss on the label tokens only; validation scores each label's text (label_scoring), so
+the best checkpoint is chosen on the same accuracy / F1 / log loss as the head's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from transformers import Trainer
+
+from llmcls.errors import LlmclsError
+from llmcls.label_scoring import scored_probabilities
+from llmcls.metrics import summary_metrics
+from llmcls.preprocessing import LabelSet
+
+IGNORE = -100  # the label id PyTorch's cross-entropy (and the Trainer's collators) skip
+
+
+def label_texts(labels: LabelSet, prompt: dict[str, Any], verbalizer: dict[str, str] | None) -> list[str]:
+    """What the model writes for each class: params train.verbalizer, else the name the prompt shows it by."""
+    unknown = sorted(set(verbalizer or {}) - set(labels.names))
+    if unknown:
+        raise LlmclsError(
+            f"params.yaml train.verbalizer: {unknown} are not classes of this dataset {list(labels.names)}"
+        )
+    texts = [
+        (verbalizer or {}).get(name, shown) for name, shown in zip(labels.names, prompt["label_texts"], strict=True)
+    ]
+    if len(set(texts)) != len(texts):
+        raise LlmclsError(f"train.verbalizer: two classes would be written alike: {texts}")
+    return texts
+
+
+def lm_rows(frame: pd.DataFrame, targets: Sequence[Sequence[int]], eos_id: int | None) -> dict[str, list]:
+    """Prompt + the row's label tokens (+ EOS, so a generated answer stops); labels mask the prompt out."""
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
+    for prompt, label in zip(frame["input_ids"], frame["label_id"], strict=True):
+        answer = list(targets[label]) + ([eos_id] if eos_id is not None else [])
+        ids = [int(i) for i in prompt] + answer
+        rows["input_ids"].append(ids)
+        rows["labels"].append([IGNORE] * len(prompt) + answer)
+        rows["length"].append(len(ids))
+    return rows
+
+
+def lm_dataset(frame: pd.DataFrame, targets: Sequence[Sequence[int]], eos_id: int | None):
+    import datasets
+
+    return datasets.Dataset.from_dict(lm_rows(frame, targets, eos_id))
+
+
+class ScoredTrainer(Trainer):
+    """A Trainer whose evaluation adds the scored classification metrics of the validation prompts (eval_accuracy,
+    eval_f1_macro, eval_log_loss...) to the label-token loss, so metric_for_best picks checkpoints as for the
+    head."""
+
+    def __init__(self, *args, scoring: dict[str, Any], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scoring = scoring
+
+    def evaluation_loop(self, *args, **kwargs):
+        # Added inside the loop's output, so the logged metrics, the callbacks (early stopping) and the
+        # best-checkpoint choice all see them.
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        s = self.scoring
+        model = self.model
+        training = model.training
+        model.eval()
+        probs = scored_probabilities(model, s["prompts"], s["targets"], s["pad_id"], s["batch_size"], s["precision"])
+        model.train(training)
+        output.metrics.update({f"{prefix}_{k}": v for k, v in summary_metrics(np.asarray(s["truth"]), probs).items()})
+        return output
