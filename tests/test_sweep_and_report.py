@@ -11,6 +11,7 @@ from conftest import ROOT, default_params
 from llmcls import cli
 from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_entries, learning_curves, paired_test
 from llmcls.experiments import finished, parse_exp_show
+from llmcls.report import generated_table
 from llmcls.sweep import experiment_name, flat_params, grid, plan, yaml_value
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
@@ -132,6 +133,27 @@ def test_prompt_only_row_ignores_training_settings_and_pairs_with_each_seed():
     assert len(prompt_only[0].seeds) == 4  # the same value from every run of the dataset
     found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
     assert found[("sst2", "prompt_only -> llm")].mean_diff == pytest.approx(0.86 - 0.5)
+
+
+def test_generative_rows_beside_the_head_with_a_paired_test_and_their_generated_answers(tmp_path):
+    rows = fake_exp_show()
+    for seed, acc, share in ((0, 0.80, 0.9), (42, 0.82, 1.0), (123, 0.78, 0.95)):
+        state = row(f"g{seed:039d}", params(**{"train.objective": "generative", "train.seed": seed}), acc, "2026-11-23")
+        state["data"]["metrics"]["metrics/eval.json"]["data"]["test"]["generated"] = {
+            "in_label_set_share": share,
+            "accuracy": acc - 0.05,
+            "f1_macro": acc - 0.06,
+        }
+        rows.append(state)
+    groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
+    generative = next(g for g in groups if g.system == "llm" and g.key("train.objective") == "generative")
+    assert generative.title == "smollm2-135m lora generative (scored)" and generative.variant == ""
+    assert generative.generated("in_label_set_share").mean == pytest.approx(0.95)
+    found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
+    head_vs_gen = found[("sst2", "train.objective: head -> generative")]
+    assert head_vs_gen.n == 3 and head_vs_gen.mean_diff == pytest.approx(0.80 - 0.86)
+    table = "\n".join(generated_table(groups))
+    assert "| sst2 | smollm2-135m lora generative (scored) | 2000 | 3 | 0.9500 ± 0.0500 | 0.7500 ± 0.0200 |" in table
 
 
 def test_learning_curve_needs_two_sizes():

@@ -19,7 +19,7 @@ from llmcls.experiments import SEED, SYSTEM_METRICS, Run, identity
 METRICS = ("accuracy", "f1_macro", "log_loss")
 LOWER_IS_BETTER = {"log_loss"}
 # The leaderboard's own columns; every other identity param that differs from the reference is a "variant".
-GROUP_KEYS = ("dataset", "model.name", "train.mode", "split.train_size")
+GROUP_KEYS = ("dataset", "model.name", "train.mode", "train.objective", "split.train_size")
 # What each system's result depends on: the baseline never sees the LLM settings, so those are not its variant;
 # the prompt-only row sees the data, the prompt and the base model, never a training setting.
 SYSTEM_KEYS = {
@@ -152,10 +152,19 @@ class Group:
         elif self.system == "prompt_only":
             head = f"prompt-only: {self.key('model.name')}, no fine-tuning"
         elif self.system == "ensemble":
-            head = f"ensemble: {self.key('model.name')} {self.key('train.mode')} + TF-IDF"
+            head = f"ensemble: {self.key('model.name')} {self.key('train.mode')}{self.objective} + TF-IDF"
         else:
-            head = f"{self.key('model.name')} {self.key('train.mode')}"
+            head = f"{self.key('model.name')} {self.key('train.mode')}{self.objective}"
         return head + (f" [{self.variant}]" if self.variant else "")
+
+    @property
+    def objective(self) -> str:
+        """' generative (scored)' for the generative objective: the label's text, scored; '' for the head."""
+        return " generative (scored)" if self.key("train.objective") == "generative" else ""
+
+    def generated(self, key: str) -> Summary:
+        """A generated-mode number (generative objective) over seeds: in_label_set_share, accuracy, f1_macro."""
+        return Summary.of([e.metrics["generated"][key] for e in self.entries if key in e.metrics.get("generated", {})])
 
 
 def variant_of(params: Mapping[str, Any], reference: Mapping[str, Any]) -> str:

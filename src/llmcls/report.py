@@ -72,6 +72,31 @@ def leaderboard_table(groups: Sequence[Group], metric: str) -> list[str]:
     return lines
 
 
+def generated_table(groups: Sequence[Group]) -> list[str]:
+    """The generative objective's free answers: the share inside the label set and the metrics that count an
+    answer outside it as wrong (the scored numbers are the leaderboard's)."""
+    rows = [g for g in groups if g.system == "llm" and g.generated("in_label_set_share").n]
+    if not rows:
+        return []
+    lines = [
+        "## Generated answers",
+        "",
+        "The generative models' greedy answers on the test split: the share that names a class exactly, and the",
+        "accuracy and macro F1 when an answer outside the label set counts as wrong.",
+        "",
+        "| dataset | system | train size | seeds | in the label set | accuracy | macro F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in rows:
+        cells = [g.generated(k).format() for k in ("in_label_set_share", "accuracy", "f1_macro")]
+        lines.append(
+            f"| {g.key('dataset')} | {g.title} | {_size(g.key('split.train_size'))} | {len(g.seeds)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def comparison_table(found: Sequence[Comparison]) -> list[str]:
     lines = [
         "| dataset | train size | comparison (a -> b) | pairs | mean a | mean b | b - a | t | p |",
@@ -204,6 +229,7 @@ def build_report(
         "",
         *leaderboard_table(groups, metric),
         "",
+        *generated_table(groups),
         "## Significance tests",
         "",
     ]
