@@ -343,6 +343,10 @@ def train_classifier(
                 live.summary[key] = value
         live.end()
     trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        # Resumption state is for an interrupted run. Kept after a finished one, a forced re-run of the same
+        # settings "resumed" at the last step and trained nothing, and its curves lost their eval series.
+        remove(checkpoint_dir)
     # Timings and memory go to the stage's run log, apart from the model and its metrics.
     run = {
         "train_runtime_s": result.metrics["train_runtime"],
