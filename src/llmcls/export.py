@@ -16,6 +16,7 @@ import torch
 
 from llmcls.modeling import HEAD_WEIGHTS, LABELS, META, head_attribute, load_trained_model
 from llmcls.outputs import read_json, staged_dir, write_json
+from llmcls.predictor import quiet_transformers
 from llmcls.preprocessing import PROMPT
 
 REMOTE_CODE = "modeling_llmcls.py"
@@ -142,7 +143,8 @@ def export_model(
     from transformers import AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    model, labels, meta = load_trained_model(model_dir, base_dir)
+    with quiet_transformers():
+        model, labels, meta = load_trained_model(model_dir, base_dir)
     architecture = type(model).__name__
     prompt = read_json(model_dir / PROMPT)
     metrics = read_json(metrics_path) if metrics_path and Path(metrics_path).is_file() else None

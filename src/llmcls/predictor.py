@@ -12,7 +12,8 @@ pad token). New rows are encoded exactly as the test split was, so the probabili
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,23 @@ from llmcls.scoring import prediction_table
 from llmcls.tables import missing_columns, read_table
 
 Texts = Sequence[str] | Sequence[Mapping[str, Any]] | pd.DataFrame
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off for a block (its load report lists the llmcls head's keys as unexpected,
+    before llmcls puts that head in place)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def pick_device(device: str) -> torch.device:
@@ -158,7 +176,8 @@ def load_classifier(
     if base is None and not is_standalone(meta):
         base = path.parent / "base"
     enable_fast_matmul()
-    model, labels, meta = load_trained_model(path, base)
+    with quiet_transformers():  # a standalone folder's head keys do not fit the architecture's: expected
+        model, labels, meta = load_trained_model(path, base)
     target = pick_device(device)
     return TextClassifier(
         model=model.to(target),
