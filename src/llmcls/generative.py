@@ -21,14 +21,13 @@ IGNORE = -100  # the label id PyTorch's cross-entropy (and the Trainer's collato
 
 def label_texts(labels: LabelSet, prompt: dict[str, Any], verbalizer: dict[str, str] | None) -> list[str]:
     """What the model writes for each class: params train.verbalizer, else the name the prompt shows it by."""
-    unknown = sorted(set(verbalizer or {}) - set(labels.names))
+    chosen = verbalizer or {}
+    unknown = sorted(set(chosen) - set(labels.names))
     if unknown:
         raise LlmclsError(
             f"params.yaml train.verbalizer: {unknown} are not classes of this dataset {list(labels.names)}"
         )
-    texts = [
-        (verbalizer or {}).get(name, shown) for name, shown in zip(labels.names, prompt["label_texts"], strict=True)
-    ]
+    texts = [chosen.get(name, shown) for name, shown in zip(labels.names, prompt["label_texts"], strict=True)]
     if len(set(texts)) != len(texts):
         raise LlmclsError(f"train.verbalizer: two classes would be written alike: {texts}")
     return texts
@@ -61,16 +60,19 @@ class ScoredTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.scoring = scoring
 
-    def evaluation_loop(self, *args, **kwargs):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         # Added inside the loop's output, so the logged metrics, the callbacks (early stopping) and the
         # best-checkpoint choice all see them.
-        output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         s = self.scoring
         model = self.model
         training = model.training
         model.eval()
         probs = scored_probabilities(model, s["prompts"], s["targets"], s["pad_id"], s["batch_size"], s["precision"])
         model.train(training)
-        output.metrics.update({f"{prefix}_{k}": v for k, v in summary_metrics(np.asarray(s["truth"]), probs).items()})
+        output.metrics.update(
+            {f"{metric_key_prefix}_{k}": v for k, v in summary_metrics(np.asarray(s["truth"]), probs).items()}
+        )
         return output

@@ -240,47 +240,32 @@ def load_trained_model(
     if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
         settings = QloraParams(**(meta["params"]["train"]["qlora"] | {"bits": int(quantize[0])}))
         quantization = bitsandbytes_config(settings, f"evaluate.quantize: {quantize}")
-    if meta.get("objective", "head") == "generative":
-        return _load_generative(model_dir, base_dir, meta, quantization), labels, meta
+    generative = meta.get("objective", "head") == "generative"
     if is_standalone(meta):
+        from transformers import AutoModelForCausalLM
+
         extra = {"quantization_config": quantization} if quantization else {}
         if meta["base_model"].get("trust_remote_code"):
             extra["trust_remote_code"] = True
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra
-        )
-        from safetensors.torch import load_file
+        auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
+        model = auto.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra)
+        if not generative:  # a causal LM writes its label; a classifier's own head is put in place
+            from safetensors.torch import load_file
 
-        install_head(model, head["head"], head["head_dropout"])
-        getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+            install_head(model, head["head"], head["head_dropout"])
+            getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
     else:
         from peft import PeftModel
 
-        _check_base(model_dir, base_dir)
-        base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
+        if base_dir is None or not Path(base_dir).is_dir():
+            raise LlmclsError(
+                f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
+                f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
+            )
+        if generative:
+            base = base_lm(base_dir, quantization)
+        else:
+            base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
         model = PeftModel.from_pretrained(base, model_dir)
         model = model if quantization else model.merge_and_unload()
     return model.eval(), labels, meta
-
-
-def _check_base(model_dir: Path, base_dir: str | Path | None) -> None:
-    if base_dir is None or not Path(base_dir).is_dir():
-        raise LlmclsError(
-            f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
-            f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
-        )
-
-
-def _load_generative(model_dir: Path, base_dir: str | Path | None, meta: dict[str, Any], quantization):
-    """A generative model (a causal LM) for inference: standalone weights, or the base with the adapter merged."""
-    from transformers import AutoModelForCausalLM
-
-    if is_standalone(meta):
-        extra = {"quantization_config": quantization} if quantization else {}
-        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra)
-        return lm.eval()
-    from peft import PeftModel
-
-    _check_base(model_dir, base_dir)
-    lm = PeftModel.from_pretrained(base_lm(base_dir, quantization), model_dir)
-    return (lm if quantization else lm.merge_and_unload()).eval()

@@ -28,7 +28,7 @@ from llmcls.catalog import DatasetSpec
 from llmcls.devices import enable_fast_matmul, resolve_precision
 from llmcls.errors import LlmclsError, fail_on
 from llmcls.evaluation import class_probabilities, label_targets, swap_back
-from llmcls.modeling import META, is_standalone, load_trained_model
+from llmcls.modeling import LABELS, META, load_trained_model
 from llmcls.outputs import read_json, staged_file
 from llmcls.preprocessing import PROMPT, BadRow, LabelSet, canonical_rows, encode_table, reader_spec, swap_permutation
 from llmcls.scoring import prediction_table
@@ -110,8 +110,6 @@ class TextClassifier:
     ) -> np.ndarray:
         """Class probabilities of canonical rows. A pairwise model also scores each row with its two responses
         traded and averages both (``swap_tta``; default: what the run's evaluate stage did)."""
-        if swap_tta is None:
-            swap_tta = bool(self.meta["params"]["evaluate"]["swap_tta"])
         encoded = encode_table(rows, self.prompt, self.tokenizer)
 
         def run(column: str) -> np.ndarray:
@@ -121,10 +119,17 @@ class TextClassifier:
             )
 
         probs = run("input_ids")
-        permutation = swap_permutation(self.spec, self.labels) if swap_tta else None
+        permutation = self.tta_permutation(swap_tta)
         if permutation:
             probs = (probs + swap_back(run("input_ids_swapped"), permutation)) / 2
         return probs
+
+    def tta_permutation(self, swap_tta: bool | None = None) -> list[int] | None:
+        """The class permutation of A/B-swapped inputs when they are scored too: a pairwise model, and
+        ``swap_tta`` (default: what the run's evaluate stage did); else None."""
+        if swap_tta is None:
+            swap_tta = bool(self.meta["params"]["evaluate"]["swap_tta"])
+        return swap_permutation(self.spec, self.labels) if swap_tta else None
 
     def frame(self, texts: Texts) -> pd.DataFrame:
         """A raw table from API input: plain strings (a model reading one text column) or row mappings."""
@@ -169,15 +174,13 @@ def load_classifier(
     models/base unless ``base`` says otherwise) or one written by `llmcls export` (no base needed).
     ``batch_size`` and ``precision`` default to the run's own (evaluate.batch_size, the precision trained in)."""
     path = Path(path)
-    for required in (META, PROMPT, "labels.json"):
+    for required in (META, PROMPT, LABELS):
         if not (path / required).is_file():
             raise LlmclsError(f"{path}: not an llmcls model folder ({required} missing; trained with an older llmcls?)")
-    meta = read_json(path / META)
-    if base is None and not is_standalone(meta):
-        base = path.parent / "base"
     enable_fast_matmul()
     with quiet_transformers():  # a standalone folder's head keys do not fit the architecture's: expected
-        model, labels, meta = load_trained_model(path, base)
+        # A standalone folder (full fine-tune, export) needs no base; an adapter's lies beside it by default.
+        model, labels, meta = load_trained_model(path, base or path.parent / "base")
     target = pick_device(device)
     return TextClassifier(
         model=model.to(target),
@@ -235,7 +238,7 @@ def predict_file(
         frame = frame.drop(columns=[c for c in classifier.text_columns if c in frame.columns and c not in text_columns])
         frame = frame.rename(columns=dict(zip(text_columns, classifier.text_columns, strict=True)))
     skipped: list[BadRow] | None = [] if bad_rows == "skip" else None
-    passes = 2 if classifier.spec.swap and classifier.meta["params"]["evaluate"]["swap_tta"] else 1
+    passes = 2 if classifier.tta_permutation() else 1
     with tqdm(total=len(frame) * passes, desc="predict", unit="row", disable=None) as bar:
         table = classifier.predict_table(frame, str(input_path), skipped, id_column, progress=bar.update)
     with staged_file(out) as tmp:

@@ -261,11 +261,16 @@ def encode_prompts(
 ) -> pd.DataFrame:
     """Add label_id and the prompt's input_ids / length / truncated columns (tokenised once for train and
     evaluate); see encode_table."""
-    record = prompt_record(spec, labels, wrapper, max_length, truncation_side)
-    out = encode_table(table, record, tokenizer)
-    out.insert(
-        len(table.columns), "label_id", [labels.label2id.get(x, -1) if x is not None else -1 for x in table["label"]]
+    return with_label_ids(
+        encode_table(table, prompt_record(spec, labels, wrapper, max_length, truncation_side), tokenizer), labels
     )
+
+
+def with_label_ids(encoded: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
+    """``encoded`` with a label_id column after its label (-1 for an unlabelled row)."""
+    ids = [labels.label2id.get(x, -1) if x is not None else -1 for x in encoded["label"]]
+    out = encoded.copy(deep=False)
+    out.insert(list(encoded.columns).index("label") + 1, "label_id", ids)
     return out
 
 
@@ -292,7 +297,7 @@ def preprocess_dataset(
     with staged_dir(out_dir) as tmp:
         write_json(tmp / PROMPT, record)
         for split, table in tables.items():
-            encoded = encode_prompts(table, spec, labels, tokenizer, wrapper, params.max_length, params.truncation_side)
+            encoded = with_label_ids(encode_table(table, record, tokenizer), labels)
             encoded.to_parquet(tmp / f"{split}.parquet", index=False)
             stats[split] = {
                 "rows": len(encoded),
