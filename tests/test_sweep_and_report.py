@@ -224,6 +224,27 @@ def test_sweep_plans_names_and_skips_what_ran():
     ]
 
 
+def test_a_run_from_before_a_key_existed_reads_as_the_behaviour_it_had():
+    """A head run recorded before `train.objective` (and LP-FT's `train.head_init`) existed: a generative sweep
+    must queue its point, and the run groups as a random-head run, not as today's default."""
+    old = params(**{"split.train_size": 100})
+    del old["train"]["objective"], old["train"]["head_init"]
+    runs = parse_exp_show([row("o" * 40, old, 0.6, "2026-11-20T09:00:00")])
+    assert runs[0].params["train.objective"] == "head"
+    assert runs[0].params["train.head_init"] == "random"
+    point = {"split.train_size": 100, "train.seed": 0}
+    generative = plan(
+        grid({"train.seed": [0]}, {"split.train_size": 100, "train.objective": "generative"}),
+        {"train.objective": "generative"},
+        REFERENCE,
+        runs,
+    )
+    assert generative[0].skipped is None
+    random_head = plan([point | {"train.head_init": "random"}], {}, REFERENCE, runs)
+    assert random_head[0].skipped == f"already ran as {'o' * 7}"
+    assert plan([point], {}, REFERENCE, runs)[0].skipped is None  # today's default starts from a linear probe
+
+
 def test_sweep_names_and_values():
     point = {
         "dataset": "sst2",

@@ -34,6 +34,23 @@ SYSTEM_METRICS = {
 # Settings that say where files are or how fast a run goes, not what it learns: never part of its identity.
 NOT_IDENTITY = ("fetch.sources", "evaluate.batch_size", "submit.")  # fetch.revision picks the data: identity
 SEED = "train.seed"
+# Keys params.yaml gained after runs were recorded without them, each with the behaviour those runs had. An
+# older run reads as these values: a sweep asking for `train.objective=generative` must not take a run from
+# before the key existed for it, and an older run groups with today's runs of the same settings.
+BEFORE_KEY_EXISTED: dict[str, Any] = {
+    "train.objective": "head",
+    "train.verbalizer": None,
+    "evaluate.max_new_tokens": 16,
+    "train.head_init": "random",
+    "train.min_steps": 0,
+    "preprocess.bad_rows": "error",
+    "custom.sep": None,
+    "custom.header": True,
+    "custom.names": None,
+    "custom.encoding": "utf-8",
+    "custom.label_names": None,
+    "custom.label_pattern": None,
+}
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 
 
@@ -130,7 +147,7 @@ def _run(state: Mapping[str, Any], name: str | None, baseline: str | None, statu
         baseline=baseline,
         timestamp=data.get("timestamp"),
         state=status,
-        params=normalise(params),
+        params=BEFORE_KEY_EXISTED | normalise(params),
         metrics=_files(data, "metrics"),
     )
 
