@@ -29,7 +29,14 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions, 
     start = time.perf_counter()
     settings = params.evaluate
     summary, full, tables = evaluate_classifier(
-        model_dir, base, split_dir, settings.batch_size, settings.quantize, settings.swap_tta, settings.max_new_tokens
+        model_dir,
+        base,
+        split_dir,
+        settings.batch_size,
+        settings.quantize,
+        settings.swap_tta,
+        settings.max_new_tokens,
+        settings.max_tokens,
     )
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
         return

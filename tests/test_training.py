@@ -122,7 +122,18 @@ def test_step_floor_lifts_only_short_runs(tiny_model_dir, rows, min_steps, max_s
 
     params = params_for(tiny_model_dir, **{"train.min_steps": min_steps, "train.max_steps": max_steps})
     t = dataclasses.replace(params.train, batch_size=16, epochs=2.0)
-    assert step_floor(t, rows, processes) == expected
+    assert step_floor(t, [10] * rows, processes) == expected
+
+
+def test_step_floor_counts_token_budget_batches(tiny_model_dir):
+    from llmcls.training import step_floor
+
+    params = params_for(tiny_model_dir, **{"train.min_steps": 50, "train.max_tokens": 100, "train.max_steps": -1})
+    t = dataclasses.replace(params.train, epochs=2.0)
+    # 100 rows of 10 tokens: 10 rows a batch, 10 batches an epoch, 20 steps: lifted to 50.
+    assert step_floor(t, [10] * 100, 1) == 50
+    # 100-token rows go one a batch: 200 steps already, whatever batch_size says.
+    assert step_floor(t, [100] * 100, 1) is None
 
 
 def test_min_steps_runs_that_many_steps(tmp_path, tiny_model_dir, tiny_base_dir):

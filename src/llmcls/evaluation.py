@@ -52,6 +52,7 @@ def evaluate_classifier(
     quantize: str | None = None,
     swap_tta: bool = False,
     max_new_tokens: int = 16,
+    max_tokens: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Return (summary metrics, full report, predictions) for the val and test splits. Under
     `accelerate launch` with several processes, the rows are shared out and every process gets the result.
@@ -63,6 +64,7 @@ def evaluate_classifier(
     A generative model (train.objective: generative) is scored by its label texts' likelihoods, and also
     answers freely (greedy, ``max_new_tokens``): summary[split]["generated"] counts the answers in and not in
     the label set, with metrics that count an answer outside it as wrong; the answers join the predictions.
+    ``max_tokens`` makes the head's batches token budgets (see inference.map_batches).
     """
     enable_fast_matmul()
     model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
@@ -75,7 +77,9 @@ def evaluate_classifier(
 
     def predict(sequences: list) -> np.ndarray:
         if targets is None:  # the head shares the rows out between `accelerate launch` processes
-            return predict_proba_parallel(model, sequences, meta["pad_token_id"], batch_size, meta["precision"])
+            return predict_proba_parallel(
+                model, sequences, meta["pad_token_id"], batch_size, meta["precision"], max_tokens
+            )
         return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
 
     frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}

@@ -50,6 +50,9 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     "custom.encoding": "utf-8",
     "custom.label_names": None,
     "custom.label_pattern": None,
+    "train.max_tokens": None,
+    "train.base_precision": "auto",  # what auto means today (fp32 on CPU), as every earlier run had on CPU
+    "evaluate.max_tokens": None,
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 

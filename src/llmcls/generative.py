@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from transformers import Trainer
 
+from llmcls.batching import TokenBudgetTrainer
 from llmcls.errors import LlmclsError
 from llmcls.label_scoring import scored_probabilities
 from llmcls.metrics import summary_metrics
@@ -51,7 +51,7 @@ def lm_dataset(frame: pd.DataFrame, targets: Sequence[Sequence[int]], eos_id: in
     return datasets.Dataset.from_dict(lm_rows(frame, targets, eos_id))
 
 
-class ScoredTrainer(Trainer):
+class ScoredTrainer(TokenBudgetTrainer):
     """A Trainer whose evaluation adds the scored classification metrics of the validation prompts (eval_accuracy,
     eval_f1_macro, eval_log_loss...) to the label-token loss, so metric_for_best picks checkpoints as for the
     head."""

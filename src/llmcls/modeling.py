@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.base_model import weights_location
-from llmcls.devices import autocast_dtype, process_state
+from llmcls.devices import autocast_dtype, process_state, resolve_precision
 from llmcls.errors import LlmclsError
 from llmcls.outputs import read_json, write_json
 from llmcls.params import ModelParams, QloraParams, TrainParams
@@ -103,17 +103,37 @@ def bitsandbytes_config(q: QloraParams, what: str):
     )
 
 
-def load_settings(quantization) -> dict[str, Any]:
-    """from_pretrained's dtype (and quantisation): fp32 master weights, reduced precision comes from autocast;
-    a quantised base computes in its compute dtype on this process's device."""
+def frozen_base_dtype(train: TrainParams) -> torch.dtype:
+    """The dtype a base loads in for training (params `train.base_precision`). LoRA's frozen base may sit in
+    the compute dtype: half the memory, and no per-step cast of its weights under autocast; the adapter and
+    the head stay fp32 (peft upcasts adapters; the head is built in fp32). `auto` does so on CUDA under the
+    single / ddp strategies (FSDP and DeepSpeed manage parameter dtypes themselves). Full fine-tuning keeps
+    fp32 master weights; QLoRA has its own compute dtype."""
+    choice = train.base_precision
+    if choice == "auto":
+        sharded = train.launch.strategy not in ("single", "ddp")
+        choice = "compute" if torch.cuda.is_available() and not sharded else "fp32"
+    compute = autocast_dtype(resolve_precision(train.precision))
+    return compute if train.mode == "lora" and choice == "compute" and compute is not None else torch.float32
+
+
+def load_settings(quantization, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """from_pretrained's dtype (and quantisation): fp32 master weights (or a frozen LoRA base in ``dtype``),
+    reduced precision comes from autocast; a quantised base computes in its compute dtype on this process's
+    device."""
     if quantization is None:
-        return {"dtype": torch.float32}
+        return {"dtype": dtype}
     compute = getattr(quantization, "bnb_4bit_compute_dtype", None) or torch.bfloat16
     return {"quantization_config": quantization, "dtype": compute, "device_map": {"": process_state().device}}
 
 
 def _base_classifier(
-    base_dir: str | Path, labels: LabelSet, pad_token_id: int, head: dict[str, Any], quantization=None
+    base_dir: str | Path,
+    labels: LabelSet,
+    pad_token_id: int,
+    head: dict[str, Any],
+    quantization=None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.nn.Module:
     name, pinned = weights_location(base_dir)
     classifier = AutoModelForSequenceClassification.from_pretrained(
@@ -122,7 +142,7 @@ def _base_classifier(
         id2label=labels.id2label,
         label2id=labels.label2id,
         attn_implementation="sdpa",  # PyTorch picks its flash / memory-efficient kernel where it can
-        **load_settings(quantization),
+        **load_settings(quantization, dtype),
         **pinned,
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
@@ -142,7 +162,8 @@ def build_classifier(
     head)`` may set the head from the frozen base before any adapter wraps it (LoRA starts as the identity,
     so the base's features are the adapted model's first features)."""
     quantization = quantization_config(train)
-    classifier = _base_classifier(base_dir, labels, pad_token_id, dataclasses.asdict(model), quantization)
+    head = dataclasses.asdict(model)
+    classifier = _base_classifier(base_dir, labels, pad_token_id, head, quantization, frozen_base_dtype(train))
     if warm_start is not None:
         warm_start(classifier, getattr(classifier, head_attribute(classifier)))
     if train.mode == "full":
@@ -185,13 +206,13 @@ def with_adapter(model: torch.nn.Module, train: TrainParams, task_type, quantize
     return wrapped
 
 
-def base_lm(base_dir: str | Path, quantization=None) -> torch.nn.Module:
+def base_lm(base_dir: str | Path, quantization=None, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """The base model with its language-modelling head (the generative objective and label scoring)."""
     from transformers import AutoModelForCausalLM
 
     name, pinned = weights_location(base_dir)
     return AutoModelForCausalLM.from_pretrained(
-        name, attn_implementation="sdpa", **load_settings(quantization), **pinned
+        name, attn_implementation="sdpa", **load_settings(quantization, dtype), **pinned
     )
 
 
@@ -200,7 +221,7 @@ def build_generative(base_dir: str | Path, train: TrainParams) -> torch.nn.Modul
     from peft import TaskType
 
     quantization = quantization_config(train)
-    lm = base_lm(base_dir, quantization)
+    lm = base_lm(base_dir, quantization, frozen_base_dtype(train))
     return lm if train.mode == "full" else with_adapter(lm, train, TaskType.CAUSAL_LM, quantization is not None)
 
 

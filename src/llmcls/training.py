@@ -22,13 +22,13 @@ from transformers import (
     DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
     set_seed,
 )
 
 from llmcls.base_model import load_tokenizer
+from llmcls.batching import TokenBudgetTrainer, batches_per_process
 from llmcls.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.errors import LlmclsError
 from llmcls.head_init import warm_start_head
@@ -178,15 +178,19 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
     return TrainingArguments(**(settings | overrides))
 
 
-def step_floor(train: TrainParams, rows: int, processes: int) -> int | None:
+def step_floor(train: TrainParams, lengths: list[int], processes: int) -> int | None:
     """The optimizer steps to run when ``train.min_steps`` lifts a short run (None: epochs decide).
 
     Epochs over a small dataset give few steps (100 rows, batch 16, 2 epochs: 14), too few to learn; the
     floor makes those runs longer and leaves the others alone. max_steps, when set, always wins.
+    ``lengths`` are the train rows' token counts (token-budget batches are counted from them).
     """
     if train.max_steps > 0 or train.min_steps <= 0:
         return None
-    batches = math.ceil(rows / (train.batch_size * processes))
+    if train.max_tokens is not None:
+        batches = batches_per_process(lengths, train.max_tokens, processes)
+    else:
+        batches = math.ceil(len(lengths) / (train.batch_size * processes))
     per_epoch = max(batches // train.gradient_accumulation_steps, 1)  # as the Trainer counts an epoch
     planned = math.ceil(per_epoch * train.epochs)
     return train.min_steps if planned < train.min_steps else None
@@ -202,11 +206,12 @@ def make_trainer(
     callbacks=(),
     loss_func=None,
     scoring: dict[str, Any] | None = None,
-) -> Trainer:
+    max_tokens: int | None = None,
+) -> TokenBudgetTrainer:
     """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row. With
     ``scoring`` (the generative objective: label texts' token ids, ...) it trains the causal LM on prompt +
-    label and validates by scoring the label texts."""
-    common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks))
+    label and validates by scoring the label texts. ``max_tokens`` makes training batches token budgets."""
+    common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks), max_tokens=max_tokens)
     if scoring is not None:
         from llmcls.generative import IGNORE, ScoredTrainer, lm_dataset
 
@@ -218,7 +223,7 @@ def make_trainer(
             data_collator=collator or DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE),
             scoring=scoring | {"prompts": val["input_ids"].tolist(), "truth": val["label_id"].tolist()},
         )
-    return Trainer(
+    return TokenBudgetTrainer(
         **common,
         train_dataset=to_dataset(train),
         eval_dataset=to_dataset(val),
@@ -294,7 +299,7 @@ def train_classifier(
     # so every rank agrees on the checkpoint (two ranks deleting the same folder at once crashed DDP).
     with process_state().main_process_first():
         resume = resumable_checkpoint(checkpoint_dir, stamp)
-    floor = step_floor(t, len(train), process_state().num_processes)
+    floor = step_floor(t, train["length"].tolist(), process_state().num_processes)
     args = training_arguments(params, checkpoint_dir, precision, **({"max_steps": floor} if floor else {}))
     live = None
     if args.process_index == 0:
@@ -307,7 +312,15 @@ def train_classifier(
         write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
     callbacks.insert(0, LiveMetrics(live))
     trainer = make_trainer(
-        model, args, tokenizer, train, val, callbacks=callbacks, loss_func=loss_func, scoring=scoring
+        model,
+        args,
+        tokenizer,
+        train,
+        val,
+        callbacks=callbacks,
+        loss_func=loss_func,
+        scoring=scoring,
+        max_tokens=t.max_tokens,
     )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
@@ -320,7 +333,9 @@ def train_classifier(
         f"best_val_{params.train.metric_for_best}": state.best_metric,
         "precision": precision,
         "world_size": args.world_size,
-        "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        if t.max_tokens is None
+        else f"{t.max_tokens * args.gradient_accumulation_steps * args.world_size} tokens",
         "steps": state.global_step,
         "stopped_early": state.global_step < state.max_steps,
         "class_weights": weights,
