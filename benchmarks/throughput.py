@@ -119,6 +119,7 @@ def seed_style_predict(model, sequences, pad_id: int, width: int, batch_size: in
     from llmcls.inference import pad_batch
 
     out = []
+    device = next(model.parameters()).device  # the Trainer moved the model to the GPU where there is one
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
             batch = pad_batch(sequences[start : start + batch_size], pad_id)
@@ -127,7 +128,8 @@ def seed_style_predict(model, sequences, pad_id: int, width: int, batch_size: in
                 "input_ids": torch.nn.functional.pad(batch["input_ids"], (0, extra), value=pad_id),
                 "attention_mask": torch.nn.functional.pad(batch["attention_mask"], (0, extra), value=0),
             }
-            out.append(torch.softmax(model(**batch).logits.float(), dim=-1).numpy())
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out)
 
 

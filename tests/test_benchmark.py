@@ -78,3 +78,24 @@ def test_dvc_overhead_runs_the_pipeline_bare_and_under_dvc(tiny_model_dir):
     d = throughput.dvc_overhead(tiny_model_dir, SHARED)
     assert d["stages"] == len(commands)
     assert d["bare_stage_commands_s"] > 0 and d["dvc_exp_run_s"] > 0
+
+
+def test_gpu_benchmark_runs_the_project_path_on_a_tiny_shape_on_cpu(tmp_path):
+    """benchmarks/gpu.py on the tiny shape: the Trainer path with token-budget batches, evaluate's
+    predict_proba and the bare loop on the same batches, written as JSON."""
+    from click.testing import CliRunner
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    out = tmp_path / "gpu.json"
+    args = ["--shape", "tiny", "--steps", "2", "--warmup", "1", "--rows", "64", "--eval-rows", "16"]
+    result = CliRunner().invoke(gpu.main, [*args, "--max-tokens", "256", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["shape"] == "tiny" and data["settings"]["max_tokens"] == 256
+    for phase in ("train_trainer", "train_plain_loop", "eval"):
+        assert data[phase]["tokens_per_s"] > 0 and data[phase]["samples_per_s"] > 0
+    assert data["trainer_vs_plain"] > 0
+    # 2 layers of hidden 64 with a 1024-token vocabulary: embeddings and LM head alone are 2 x 65,536.
+    assert 131_072 < data["parameters"] < 300_000

@@ -39,6 +39,8 @@ from llmcls.params import Params, TrainParams
 from llmcls.preprocessing import PROMPT, LabelSet
 
 FINGERPRINT = "llmcls_run.json"
+# train.torch_compile pads batch lengths to a multiple of this: max_length 256 gives at most 8 lengths to compile.
+COMPILE_PAD_MULTIPLE = 32
 
 
 # Trainer log entries that time the run: they differ between two runs of the same model.
@@ -212,6 +214,8 @@ def make_trainer(
     ``scoring`` (the generative objective: label texts' token ids, ...) it trains the causal LM on prompt +
     label and validates by scoring the label texts. ``max_tokens`` makes training batches token budgets."""
     common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks), max_tokens=max_tokens)
+    # A compiled model recompiles for each new input shape: padded to a multiple, the lengths take a few values.
+    multiple = COMPILE_PAD_MULTIPLE if args.torch_compile else None
     if scoring is not None:
         from llmcls.generative import IGNORE, ScoredTrainer, lm_dataset
 
@@ -220,14 +224,15 @@ def make_trainer(
             **common,
             train_dataset=lm_dataset(train, targets, eos),
             eval_dataset=lm_dataset(val, targets, eos),
-            data_collator=collator or DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE),
+            data_collator=collator
+            or DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, pad_to_multiple_of=multiple),
             scoring=scoring | {"prompts": val["input_ids"].tolist(), "truth": val["label_id"].tolist()},
         )
     return TokenBudgetTrainer(
         **common,
         train_dataset=to_dataset(train),
         eval_dataset=to_dataset(val),
-        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        data_collator=collator or DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
         compute_metrics=compute_metrics,
         compute_loss_func=loss_func,
     )
