@@ -115,3 +115,50 @@ def test_a_bf16_frozen_base_trains_fp32_adapter_and_head_and_evaluates(tmp_path,
     assert summary["steps"] > 0
     reloaded, _, _ = load_trained_model(out / "model", tiny_base_dir)
     assert {p.dtype for p in reloaded.parameters()} == {torch.float32}  # inference merges into an fp32 base
+
+
+def test_one_optimizer_step_over_uneven_token_batches_follows_the_per_row_mean_gradient(
+    tmp_path, tiny_model_dir, tiny_base_dir
+):
+    """Through the real Trainer: 2 accumulated token-budget batches of different row counts, one SGD step. The
+    update is -lr x the gradient of the mean loss over all the step's rows (a mean of the two batch means
+    would weight the smaller batch's rows more)."""
+    import copy
+
+    from test_training import make_split_dir
+
+    from llmcls.base_model import load_tokenizer
+    from llmcls.training import make_trainer, training_arguments, weighted_loss
+
+    changes = {"train.max_tokens": 150, "train.lora.dropout": 0.0, "train.gradient_accumulation_steps": 2}
+    params = params_for(tiny_model_dir, **changes)
+    split_dir = make_split_dir(tmp_path / "split", tiny_base_dir)
+    frame = pd.read_parquet(split_dir / "train.parquet")
+    tokenizer = load_tokenizer(tiny_base_dir)
+    torch.manual_seed(0)
+    model = build_classifier(tiny_base_dir, LabelSet(("negative", "positive")), tokenizer.pad_token_id,
+                             params.model, params.train)  # fmt: skip
+    before = copy.deepcopy(model)
+    settings = dict(max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", warmup_steps=0)
+    args = training_arguments(
+        params, tmp_path / "out", "fp32", max_grad_norm=0.0, eval_strategy="no", save_strategy="no",
+        load_best_model_at_end=False, **settings,
+    )  # fmt: skip
+    trainer = make_trainer(model, args, tokenizer, frame, frame, loss_func=weighted_loss(None, 0.0), max_tokens=150)
+    batches = [dict(b) for _, b in zip(range(2), trainer.get_train_dataloader(), strict=False)]
+    sizes = [len(b["labels"]) for b in batches]
+    assert sizes[0] != sizes[1]
+    trainer.train()
+
+    total = sum(sizes)
+    for batch in batches:  # the per-row mean's gradient, by hand, on the untrained copy
+        labels = batch.pop("labels")
+        logits = before(**batch).logits
+        (torch.nn.functional.cross_entropy(logits, labels, reduction="sum") / total).backward()
+    trained = dict(model.named_parameters())
+    checked = 0
+    for name, p in before.named_parameters():
+        if p.requires_grad and p.grad is not None and p.grad.abs().max() > 0:
+            torch.testing.assert_close(trained[name].detach() - p.detach(), -p.grad, atol=1e-5, rtol=1e-3)
+            checked += 1
+    assert checked > 0

@@ -65,6 +65,33 @@ def test_two_processes_match_one_with_the_same_global_batch(project_copy, tiny_m
         assert abs(one[split]["log_loss"] - two[split]["log_loss"]) < 1e-4
 
 
+def test_token_budget_batches_under_two_processes_match_accumulation_in_one(project_copy, tiny_model_dir):
+    # Token-budget batches hold different row counts. One process accumulating 2 batches a step and two
+    # processes taking one each (accelerate deals batch 2k to rank 0, 2k+1 to rank 1) see the same rows every
+    # step, so the adapters must agree: the batches are dealt out as planned and DDP scales the loss as one
+    # process does (test_batching checks that the step's gradient is the per-row mean).
+    budget = {
+        "split.train_size": 32,
+        "train.max_tokens": 150,  # 2-3 prompts a batch: more than 8 batches an epoch, so 4 steps stay in epoch 1
+        "train.max_steps": 4,
+        "train.eval_steps": 4,
+        "train.lora.dropout": 0.0,
+    }
+    project = tiny_dvc_project(project_copy, tiny_model_dir, **budget, **{"train.gradient_accumulation_steps": 2})
+    run(["dvc", "repro"], project)
+    one = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
+    meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
+    assert meta["training"]["global_batch_size"] == "300 tokens" and meta["training"]["steps"] == 4
+
+    changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.gradient_accumulation_steps=1"]
+    run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], project, env={"ACCELERATE_USE_CPU": "1"})
+    meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
+    assert meta["training"]["world_size"] == 2 and meta["training"]["global_batch_size"] == "300 tokens"
+    two = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
+    for key in one:
+        np.testing.assert_allclose(one[key], two[key], atol=1e-4, rtol=1e-3)
+
+
 def test_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(project_copy, tiny_model_dir):
     project = tiny_dvc_project(
         project_copy, tiny_model_dir, **{"train.max_steps": 60, "train.eval_steps": 5, "train.batch_size": 4}
