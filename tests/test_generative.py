@@ -101,3 +101,26 @@ def test_generative_train_evaluate_predict_export(tmp_path, tiny_model_dir, tiny
     assert not (tmp_path / "exported" / "modeling_llmcls.py").exists()  # a plain causal LM
     AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
     np.testing.assert_allclose(load_classifier(tmp_path / "exported").predict_proba(texts), probs, atol=1e-6)
+
+
+def test_the_trainers_label_position_loss_equals_the_models_own(lm, tmp_path):
+    """ScoredTrainer projects only the positions that predict a label token onto the vocabulary; its loss is the
+    model's own full-logit loss over the same labels."""
+    from transformers import TrainingArguments
+
+    from llmcls.generative import ScoredTrainer
+
+    frame = pd.DataFrame({"input_ids": [[1, 5, 9, 13, 8], [1, 7]], "label_id": [1, 0]})
+    rows = lm_rows(frame, [[11], [20, 21]], eos_id=2)
+    width = max(rows["length"])
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows["input_ids"]])
+    labels = torch.tensor([r + [IGNORE] * (width - len(r)) for r in rows["labels"]])
+    mask = (torch.arange(width)[None, :] < torch.tensor(rows["length"])[:, None]).long()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = ScoredTrainer(model=lm, args=args, scoring={})
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        ours = trainer.compute_loss(lm, batch)
+        own = lm(**batch).loss
+    torch.testing.assert_close(ours, own)
+    assert "labels" in batch  # the caller's batch is left as it was

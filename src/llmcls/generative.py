@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from llmcls.batching import TokenBudgetTrainer
 from llmcls.errors import LlmclsError
@@ -59,6 +60,26 @@ class ScoredTrainer(TokenBudgetTrainer):
     def __init__(self, *args, scoring: dict[str, Any], **kwargs):
         super().__init__(*args, **kwargs)
         self.scoring = scoring
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The causal-LM loss on the label tokens, with vocabulary logits only at the positions that predict one.
+        The model's own loss would project every prompt position onto the vocabulary and throw it away: most of
+        a row, and at SmolLM2's 49k words (Qwen's 152k) the biggest activation of the step."""
+        inputs = dict(inputs)
+        targets = inputs.pop("labels")[:, 1:]  # position p predicts token p + 1
+        keep = torch.nonzero((targets != IGNORE).any(dim=0)).flatten()
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits.float()
+        picked = targets[:, keep]
+        total = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        # A mean over the label tokens of the whole optimizer step (all accumulated batches, all processes), as
+        # the Trainer counts them; DDP then averages the processes' gradients, hence the process count.
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else (picked != IGNORE).sum())
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
