@@ -38,6 +38,8 @@ SEED = "train.seed"
 # older run reads as these values: a sweep asking for `train.objective=generative` must not take a run from
 # before the key existed for it, and an older run groups with today's runs of the same settings.
 BEFORE_KEY_EXISTED: dict[str, Any] = {
+    "fetch.revision": None,  # no pin: the catalog's (the same data for local and package sources)
+    "model.revision": None,
     "train.objective": "head",
     "train.verbalizer": None,
     "evaluate.max_new_tokens": 16,
