@@ -35,7 +35,11 @@ def budget_batches(lengths: Sequence[int], max_tokens: int, order: Sequence[int]
     longest-first ordering of the indices; the batches follow it."""
     if order is None:
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    sizes = cut([lengths[i] for i in order], max_tokens)
+    return split(order, cut([lengths[i] for i in order], max_tokens))
+
+
+def split(order: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """``order`` cut into consecutive batches of ``sizes`` rows."""
     bounds = [0, *itertools.accumulate(sizes)]
     return [list(order[a:b]) for a, b in itertools.pairwise(bounds)]
 
@@ -62,7 +66,7 @@ class TokenBudgetSampler(Sampler[list[int]]):
         # A stable sort of a random permutation: the same lengths in the same places every epoch (so the same
         # cuts), but rows of equal length land in different batches.
         order = sorted(shuffled, key=lambda i: -self.lengths[i])
-        batches = budget_batches(self.lengths, self.max_tokens, order)
+        batches = split(order, self.sizes)
         # The longest batch first (memory peaks at once, as the length-grouped sampler does), the rest shuffled.
         rest = torch.randperm(len(batches) - 1, generator=g).tolist() if len(batches) > 1 else []
         yield batches[0]
@@ -72,7 +76,7 @@ class TokenBudgetSampler(Sampler[list[int]]):
 
 def batches_per_process(lengths: Sequence[int], max_tokens: int, processes: int) -> int:
     """Batches each process runs in an epoch (accelerate deals the batches out in turn)."""
-    return math.ceil(len(cut(sorted(lengths, reverse=True), max_tokens)) / max(1, processes))
+    return math.ceil(len(TokenBudgetSampler(lengths, max_tokens, seed=0)) / max(1, processes))
 
 
 class TokenBudgetTrainer(Trainer):
@@ -87,7 +91,8 @@ class TokenBudgetTrainer(Trainer):
             return super().get_train_dataloader()
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        sampler = TokenBudgetSampler(lengths, self.max_tokens, self.args.data_seed or self.args.seed)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        sampler = TokenBudgetSampler(lengths, self.max_tokens, seed)
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,

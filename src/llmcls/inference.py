@@ -45,12 +45,12 @@ def map_batches(
     ``progress(n)`` is told of every n rows done.
     """
     device = device or next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    lengths = [len(s) for s in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: -lengths[i])
     dtype = autocast_dtype(precision)
 
     @find_executable_batch_size(starting_batch_size=max_tokens or batch_size)
     def run(size: int) -> list[np.ndarray]:
-        lengths = [len(s) for s in sequences]
         batches = (
             budget_batches(lengths, size, order)
             if max_tokens
