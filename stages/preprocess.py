@@ -37,6 +37,12 @@ def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | No
         shown = "\n".join(f"  {bad}" for bad in skipped[:SHOWN])
         more = f"\n  ... and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""
         click.echo(f"preprocess: skipped {len(skipped)} bad row(s) (bad_rows: skip; all in {bad_rows}):\n{shown}{more}")
+    if stats["max_prompt_tokens"] > params.preprocess.max_length:
+        click.echo(
+            f"preprocess: the template takes {stats['template_tokens']} tokens of max_length "
+            f"{params.preprocess.max_length}; prompts run up to {stats['max_prompt_tokens']} tokens "
+            f"(min_text_tokens {params.preprocess.min_text_tokens} for the text)"
+        )
     for split in ("train", "test"):
         if split in stats:
             s = stats[split]

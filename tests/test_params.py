@@ -52,6 +52,7 @@ def test_all_problems_reported_together():
         ({"train.lora.target_modules": "attention"}, "train.lora.target_modules: 'attention' must be a list"),
         ({"train.precision": "fp8"}, "train.precision: 'fp8' is not one of"),
         ({"preprocess.template": "no placeholder"}, "preprocess.template: must contain the {text} placeholder"),
+        ({"preprocess.min_text_tokens": 4}, "preprocess.min_text_tokens: 4 must be between 8 and max_length"),
         ({"split.class_quota": -3}, "split.class_quota: -3 must be a positive int"),
         ({"train.learnign_rate": 0.1}, "train.learnign_rate: unknown key"),
         ({"dataset": "custom"}, "custom.train_path: required when dataset is 'custom'"),

@@ -80,3 +80,19 @@ def test_template_longer_than_max_length_is_an_error(tiny_base_dir):
 
     with pytest.raises(LlmclsError, match="preprocess.max_length"):
         PromptEncoder(load_tokenizer(tiny_base_dir), "Please carefully read the following reference {text}", 16)
+
+
+def test_a_template_longer_than_max_length_still_gets_min_text_tokens(tiny_base_dir):
+    """Many class names listed in the template: the text keeps its floor, the cue survives, the cap grows."""
+    from llmcls.base_model import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_base_dir)
+    template = "Read:{text}. Classes: " + ", ".join(f"class number {i}" for i in range(30)) + ". answer:"
+    encoder = PromptEncoder(tokenizer, template, max_length=32, min_text_tokens=12)
+    assert encoder.fixed > 32 and encoder.budget == 12 and encoder.max_length == encoder.fixed + 12
+    encoded = encoder.encode({"text": "a long review " * 20})
+    assert encoded.truncated and len(encoded.input_ids) == encoder.max_length
+    assert tokenizer.decode(encoded.input_ids).endswith(". answer:")
+    # where the template fits, the floor changes nothing
+    roomy = PromptEncoder(tokenizer, "T:{text}.", max_length=64, min_text_tokens=12)
+    assert roomy.max_length == 64 and roomy.budget == 64 - roomy.fixed

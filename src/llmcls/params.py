@@ -151,6 +151,7 @@ class PreprocessParams:
     prompt_wrapping: bool
     template: str
     max_length: int
+    min_text_tokens: int  # a template longer than max_length - this still gets this many text tokens
     truncation_side: str
     bad_rows: str  # error: stop at the first bad row (all listed) | skip: drop them and report which
 
@@ -160,6 +161,8 @@ class PreprocessParams:
             problems.append("template: must contain the {text} placeholder")
         if self.max_length < 16:
             problems.append(f"max_length: {self.max_length} is too small (>= 16)")
+        if not 8 <= self.min_text_tokens <= self.max_length:
+            problems.append(f"min_text_tokens: {self.min_text_tokens} must be between 8 and max_length")
         if self.truncation_side not in ("right", "left"):
             problems.append(f"truncation_side: {self.truncation_side!r} is not 'right' or 'left'")
         _check(problems)

@@ -200,7 +200,12 @@ def swapped_fields(table: pd.DataFrame, swap: dict[str, Any]) -> pd.DataFrame:
 
 
 def prompt_record(
-    spec: DatasetSpec, labels: LabelSet, wrapper: str | None, max_length: int, truncation_side: str
+    spec: DatasetSpec,
+    labels: LabelSet,
+    wrapper: str | None,
+    max_length: int,
+    truncation_side: str,
+    min_text_tokens: int = 0,
 ) -> dict[str, Any]:
     """Everything that turns a raw row into the model's input: the composed template, its truncation, and how
     rows are read. Saved as prompt.json with the data and beside every trained model, so `llmcls predict`
@@ -209,6 +214,7 @@ def prompt_record(
     return {
         "template": compose_template(wrapper, spec.text, shown),
         "max_length": max_length,
+        "min_text_tokens": min_text_tokens,
         "truncation_side": truncation_side,
         "label_texts": shown,
         "reader": {
@@ -232,10 +238,21 @@ def reader_spec(record: dict[str, Any], name: str = "saved") -> DatasetSpec:
     return DatasetSpec(name=name, description="from prompt.json", text=record["template"], **reader)
 
 
+def prompt_encoder(record: dict[str, Any], tokenizer) -> PromptEncoder:
+    """The encoder of a prompt record (a record written before min_text_tokens existed had no floor)."""
+    return PromptEncoder(
+        tokenizer,
+        record["template"],
+        record["max_length"],
+        record["truncation_side"],
+        record.get("min_text_tokens", 0),
+    )
+
+
 def encode_table(table: pd.DataFrame, record: dict[str, Any], tokenizer) -> pd.DataFrame:
     """Add input_ids / length / truncated columns for a prompt record; a pairwise dataset also gets
     input_ids_swapped, its prompts with the two responses traded (for TTA)."""
-    encoder = PromptEncoder(tokenizer, record["template"], record["max_length"], record["truncation_side"])
+    encoder = prompt_encoder(record, tokenizer)
     encoded = encoder.encode_batch({f: table[f].tolist() for f in encoder.fields})
     out = table.assign(
         input_ids=[e.input_ids for e in encoded],
@@ -292,8 +309,16 @@ def preprocess_dataset(
         test = pd.read_parquet(raw_dir / "test.parquet")
         tables["test"] = canonical_rows(spec, test, "test", files.get("test", "test split"), skipped, labels)
     wrapper = params.template if params.prompt_wrapping else None
-    record = prompt_record(spec, labels, wrapper, params.max_length, params.truncation_side)
-    stats: dict[str, Any] = {"labels": list(labels.names), "skipped_rows": len(skipped or [])}
+    record = prompt_record(
+        spec, labels, wrapper, params.max_length, params.truncation_side, params.min_text_tokens
+    )
+    encoder = prompt_encoder(record, tokenizer)
+    stats: dict[str, Any] = {
+        "labels": list(labels.names),
+        "skipped_rows": len(skipped or []),
+        "template_tokens": encoder.fixed,
+        "max_prompt_tokens": encoder.max_length,
+    }
     with staged_dir(out_dir) as tmp:
         write_json(tmp / PROMPT, record)
         for split, table in tables.items():

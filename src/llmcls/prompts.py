@@ -52,11 +52,14 @@ class Encoded:
 
 
 class PromptEncoder:
-    """Turns a row's fields into token ids for one template, never longer than ``max_length``."""
+    """Turns a row's fields into token ids for one template, never longer than ``max_length``, unless the
+    template alone leaves less than ``min_text_tokens`` for the text: a long template (many class names
+    listed) then gets that many text tokens anyway, and ``self.max_length`` says the resulting cap."""
 
-    def __init__(self, tokenizer, template: str, max_length: int, truncation_side: str = "right"):
+    def __init__(
+        self, tokenizer, template: str, max_length: int, truncation_side: str = "right", min_text_tokens: int = 0
+    ):
         self.tokenizer = tokenizer
-        self.max_length = max_length
         self.keep_head = truncation_side == "right"
         self.parts: list[tuple[str, str | None]] = []  # (literal, field name or None)
         for literal, field, spec, conversion in string.Formatter().parse(template):
@@ -66,12 +69,13 @@ class PromptEncoder:
         self.fields = [f for _, f in self.parts if f is not None]
         self.literal_ids = [self._ids(literal) for literal, _ in self.parts]
         self.prefix, self.suffix = self._special_tokens()
-        fixed = sum(map(len, self.literal_ids)) + len(self.prefix) + len(self.suffix)
-        self.budget = max_length - fixed
+        self.fixed = sum(map(len, self.literal_ids)) + len(self.prefix) + len(self.suffix)
+        self.budget = max(max_length - self.fixed, min_text_tokens)
+        self.max_length = self.fixed + self.budget
         if self.budget < 8 * max(1, len(self.fields)):
             raise LlmclsError(
                 f"preprocess.max_length: {max_length} tokens leave only {self.budget} for the text after the "
-                f"template's {fixed}; raise max_length or shorten preprocess.template"
+                f"template's {self.fixed}; raise max_length or min_text_tokens, or shorten preprocess.template"
             )
 
     def _ids(self, text: str) -> list[int]:
