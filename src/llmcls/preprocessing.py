@@ -309,9 +309,7 @@ def preprocess_dataset(
         test = pd.read_parquet(raw_dir / "test.parquet")
         tables["test"] = canonical_rows(spec, test, "test", files.get("test", "test split"), skipped, labels)
     wrapper = params.template if params.prompt_wrapping else None
-    record = prompt_record(
-        spec, labels, wrapper, params.max_length, params.truncation_side, params.min_text_tokens
-    )
+    record = prompt_record(spec, labels, wrapper, params.max_length, params.truncation_side, params.min_text_tokens)
     encoder = prompt_encoder(record, tokenizer)
     stats: dict[str, Any] = {
         "labels": list(labels.names),
