@@ -52,8 +52,27 @@ def test_class_quota_balances():
     assert pd.concat([splits["train"], splits["val"]])["label"].value_counts().to_dict() == {"a": 100, "b": 60}
 
 
-def test_unstratifiable_data_is_a_clear_error():
-    with pytest.raises(LlmclsError, match="cannot stratify 3 rows with class counts"):
-        make_splits(frame({"a": 2, "b": 1}), frame({"a": 1}), params())
+def test_unsplittable_data_is_a_clear_error():
+    with pytest.raises(LlmclsError, match="taking the validation split: cannot split 1 rows into 1"):
+        make_splits(frame({"a": 1}), frame({"a": 1}), params())
     with pytest.raises(LlmclsError, match="labels \\['zz'\\] are not in the data"):
         make_splits(frame({"a": 50, "b": 50}), None, params(class_quota={"zz": 3}))
+
+
+def test_a_class_of_one_row_stays_in_training_and_the_rest_is_stratified():
+    """Real many-class data has classes of a single row (51-class TREC: one): they cannot be stratified, so
+    they are trained on (the test split and validation cannot hold half a row), and the rest splits as usual."""
+    counts = {"a": 600, "b": 300, "c": 100, "rare": 1}
+    splits, record = make_splits(frame(counts), None, params(train_size=400))
+    assert "rare" in set(splits["train"]["label"])
+    assert "rare" not in set(splits["test"]["label"]) | set(splits["val"]["label"])
+    assert record["rows"]["train"] == 400
+    test_counts = splits["test"]["label"].value_counts().to_dict()
+    assert test_counts == {"a": 121, "b": 60, "c": 20}  # 201 rows (20% of 1,001) in the stratifiable mix
+
+
+def test_more_classes_than_validation_rows_splits_unstratified(capsys):
+    counts = {f"class{i}": 4 for i in range(30)}
+    splits, record = make_splits(frame(counts), frame({"class0": 2}), params(train_size=40))
+    assert record["rows"] == {"train": 40, "val": 7, "test": 2}
+    assert "cannot hold one of each of 30 classes; split unstratified" in capsys.readouterr().err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -14,13 +16,43 @@ from llmcls.outputs import staged_dir, write_json
 from llmcls.params import SplitParams
 
 
-def stratified_split(frame: pd.DataFrame, size: float | int, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off ``size`` rows (fraction or count) with the class mix kept; returns (rest, taken)."""
+def stratified_split(
+    frame: pd.DataFrame, size: float | int, seed: int, what: str, singletons: str = "rest"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off ``size`` rows (fraction or count) with the class mix kept; returns (rest, taken).
+
+    A class with a single row cannot be stratified (real data has them: a 51-class TREC has one); such rows
+    go to the ``singletons`` side ("rest" or "taken") and the others are stratified as usual, so a dataset
+    without them splits exactly as before. Where too few rows are taken to hold one of every class, the split
+    is a plain shuffle (said on stderr)."""
+    counts = frame["label"].value_counts()
+    alone = frame["label"].isin(counts[counts < 2].index)
+    stratifiable, single = frame[~alone], frame[alone]
+    # sklearn's own rounding of a fractional test_size (ceil), so data without singletons splits as it did
+    n_taken = math.ceil(size * len(frame)) if isinstance(size, float) else size
+    n_other = n_taken - (len(single) if singletons == "taken" else 0)
+    if not 0 < n_other < len(stratifiable):
+        raise LlmclsError(f"{what}: cannot split {len(frame)} rows into {n_taken} and the rest")
+    stratify = stratifiable["label"]
+    if stratify.nunique() > min(n_other, len(stratifiable) - n_other):
+        click.echo(
+            f"llmcls: {what}: {n_taken} of {len(frame)} rows cannot hold one of each of {len(counts)} classes; "
+            "split unstratified",
+            err=True,
+        )
+        stratify = None
     try:
-        rest, taken = train_test_split(frame, test_size=size, random_state=seed, stratify=frame["label"])
+        rest, taken = train_test_split(
+            stratifiable, test_size=size if single.empty else n_other, random_state=seed, stratify=stratify
+        )
     except ValueError as err:
-        counts = frame["label"].value_counts().to_dict()
-        raise LlmclsError(f"{what}: cannot stratify {len(frame)} rows with class counts {counts}: {err}") from err
+        raise LlmclsError(
+            f"{what}: cannot stratify {len(frame)} rows with class counts {counts.to_dict()}: {err}"
+        ) from err
+    if not single.empty and singletons == "taken":
+        taken = pd.concat([taken, single])
+    elif not single.empty:
+        rest = pd.concat([rest, single])
     return rest.sort_index(), taken.sort_index()
 
 
@@ -55,7 +87,9 @@ def make_splits(
         # train_size counts the rows trained on; validation is val_fraction of the sampled pool on top.
         pool_size = round(params.train_size / (1 - params.val_fraction))
         if pool_size < len(pool):
-            _, pool = stratified_split(pool, pool_size, params.seed, f"sampling split.train_size={params.train_size}")
+            _, pool = stratified_split(
+                pool, pool_size, params.seed, f"sampling split.train_size={params.train_size}", singletons="taken"
+            )
             val_size = pool_size - params.train_size
     fit, val = stratified_split(pool, val_size, params.seed, "taking the validation split")
     splits = {"train": fit, "val": val, "test": test}
