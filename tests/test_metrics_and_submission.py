@@ -19,6 +19,14 @@ def test_summary_metrics_on_fixed_numbers():
     assert metrics["log_loss"] == pytest.approx(expected_log_loss)
 
 
+def test_macro_f1_averages_the_classes_that_occur():
+    """A class with no rows in the split and never predicted is left out of the macro average; a class with
+    rows that is never predicted counts 0."""
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]])
+    assert summary_metrics([0, 1, 1], probs)["f1_macro"] == pytest.approx(1.0)  # class 2 absent
+    assert summary_metrics([0, 1, 2], probs)["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
 def test_full_report_has_every_class_even_unpredicted():
     probs = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
     report = full_report([0, 2, 1], probs, ["acq", "crude", "earn"])

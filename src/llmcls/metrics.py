@@ -29,8 +29,11 @@ def summary_metrics(y_true: Sequence[int], probs: np.ndarray) -> dict[str, float
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=-1)
     classes = list(range(probs.shape[1]))
+    # Macro over the classes that occur (true or predicted): a class with no rows in this split and never
+    # predicted has no F1 to average (it would count as 0); one that occurs and is never hit still counts 0.
+    occurring = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, average="macro", zero_division=0
+        y_true, y_pred, labels=occurring, average="macro", zero_division=0
     )
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
