@@ -21,6 +21,7 @@ import torch
 from llmcls.base_model import load_tokenizer
 from llmcls.devices import autocast_dtype, enable_fast_matmul, process_state
 from llmcls.inference import map_batches
+from llmcls.metrics import macro_prf
 from llmcls.outputs import read_json
 from llmcls.preprocessing import LabelSet
 from llmcls.scoring import SPLITS, score_splits
@@ -184,22 +185,17 @@ def answer_class(answer: str, label_texts: Sequence[str]) -> int:
 def generated_metrics(answers: Sequence[str], label_texts: Sequence[str], truth: Sequence[int]) -> dict[str, Any]:
     """The generated mode's numbers: how many answers are in the label set and how many are not, and accuracy
     and macro P / R / F1 that count an answer outside the set as wrong."""
-    from sklearn.metrics import precision_recall_fscore_support
-
     predicted = np.array([answer_class(a, label_texts) for a in answers])
     truth = np.asarray(truth)
     inside = int((predicted >= 0).sum())
     summary: dict[str, Any] = {"in_label_set": inside, "not_in_label_set": len(predicted) - inside}
     summary["in_label_set_share"] = inside / max(len(predicted), 1)
     if len(truth) and (truth >= 0).all():
-        classes = list(range(len(label_texts)))
-        p, r, f1, _ = precision_recall_fscore_support(
-            truth, predicted, labels=classes, average="macro", zero_division=0
-        )
+        p, r, f1 = macro_prf(truth, predicted)
         summary |= {
             "accuracy": float((predicted == truth).mean()),
-            "precision_macro": float(p),
-            "recall_macro": float(r),
-            "f1_macro": float(f1),
+            "precision_macro": p,
+            "recall_macro": r,
+            "f1_macro": f1,
         }
     return summary

@@ -24,23 +24,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
+    """Macro precision / recall / F1 over the classes that occur, true or predicted (a negative prediction,
+    an answer outside the label set, is wrong but no class). A class with no rows in the split and never
+    predicted has no F1 to average (it would count as 0); one with rows that is never hit counts 0."""
+    occurring = sorted({int(c) for c in np.concatenate([y_true, y_pred]) if c >= 0})
+    p, r, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=occurring, average="macro", zero_division=0)
+    return float(p), float(r), float(f1)
+
+
 def summary_metrics(y_true: Sequence[int], probs: np.ndarray) -> dict[str, float]:
     """Accuracy, macro precision / recall / F1 and log loss of class probabilities ``probs`` (n x classes)."""
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=-1)
-    classes = list(range(probs.shape[1]))
-    # Macro over the classes that occur (true or predicted): a class with no rows in this split and never
-    # predicted has no F1 to average (it would count as 0); one that occurs and is never hit still counts 0.
-    occurring = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=occurring, average="macro", zero_division=0
-    )
+    precision, recall, f1 = macro_prf(y_true, y_pred)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision_macro": float(precision),
-        "recall_macro": float(recall),
-        "f1_macro": float(f1),
-        "log_loss": float(log_loss(y_true, probs, labels=classes)),
+        "precision_macro": precision,
+        "recall_macro": recall,
+        "f1_macro": f1,
+        "log_loss": float(log_loss(y_true, probs, labels=list(range(probs.shape[1])))),
     }
 
 
