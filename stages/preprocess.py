@@ -37,6 +37,11 @@ def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | No
         shown = "\n".join(f"  {bad}" for bad in skipped[:SHOWN])
         more = f"\n  ... and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""
         click.echo(f"preprocess: skipped {len(skipped)} bad row(s) (bad_rows: skip; all in {bad_rows}):\n{shown}{more}")
+    if not stats["class_labels_listed"]:
+        click.echo(
+            f"preprocess: the {len(stats['labels'])} class names take more than class_labels_max_tokens "
+            f"({params.preprocess.class_labels_max_tokens}) tokens: left out of the prompt ({{class_labels}} empty)"
+        )
     if stats["max_prompt_tokens"] > params.preprocess.max_length:
         click.echo(
             f"preprocess: the template takes {stats['template_tokens']} tokens of max_length "

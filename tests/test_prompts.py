@@ -96,3 +96,20 @@ def test_a_template_longer_than_max_length_still_gets_min_text_tokens(tiny_base_
     # where the template fits, the floor changes nothing
     roomy = PromptEncoder(tokenizer, "T:{text}.", max_length=64, min_text_tokens=12)
     assert roomy.max_length == 64 and roomy.budget == 64 - roomy.fixed
+
+
+def test_a_long_class_list_is_left_out_of_the_prompt(tiny_base_dir):
+    from llmcls.base_model import load_tokenizer
+    from llmcls.catalog import dataset_spec
+    from llmcls.preprocessing import LabelSet, class_list_fits, prompt_record
+
+    tokenizer = load_tokenizer(tiny_base_dir)
+    names = [f"category number {i}" for i in range(40)]
+    assert class_list_fits(tokenizer, names[:2], 64) and not class_list_fits(tokenizer, names, 64)
+    spec, labels = dataset_spec("sst2"), LabelSet(tuple(names))
+    wrapper = "Read:{text}. Pick one of:{class_labels}. answer:"
+    listed = prompt_record(spec, labels, wrapper, 256, "right", 128, True)
+    unlisted = prompt_record(spec, labels, wrapper, 256, "right", 128, False)
+    assert "category number 39" in listed["template"] and listed["class_labels_listed"]
+    assert unlisted["template"] == "Read:{text}. Pick one of:. answer:" and not unlisted["class_labels_listed"]
+    assert unlisted["label_texts"] == names  # scoring and generation still know every class

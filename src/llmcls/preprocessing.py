@@ -199,6 +199,19 @@ def swapped_fields(table: pd.DataFrame, swap: dict[str, Any]) -> pd.DataFrame:
     return table.assign(**{first: table[second], second: table[first]})
 
 
+def shown_class_names(spec: DatasetSpec, labels: LabelSet) -> list[str]:
+    """The class names as prompts and answers show them (the catalog's readable names where it has them)."""
+    return [spec.class_labels.get(n, n) for n in labels.names]
+
+
+def class_list_fits(tokenizer, texts: list[str], max_tokens: int) -> bool:
+    """Whether the class names, listed, take at most ``max_tokens``. A long list between a text and the
+    `answer:` cue buries the text for the last-token head and multiplies every row's length: 51-class TREC
+    (276 tokens of names, 1,000 rows) measured 0.6226 test accuracy with it and 0.7006 without, in 1/7 of the
+    train time."""
+    return len(tokenizer(", ".join(texts), add_special_tokens=False)["input_ids"]) <= max_tokens
+
+
 def prompt_record(
     spec: DatasetSpec,
     labels: LabelSet,
@@ -206,13 +219,16 @@ def prompt_record(
     max_length: int,
     truncation_side: str,
     min_text_tokens: int = 0,
+    list_labels: bool = True,
 ) -> dict[str, Any]:
     """Everything that turns a raw row into the model's input: the composed template, its truncation, and how
     rows are read. Saved as prompt.json with the data and beside every trained model, so `llmcls predict`
-    encodes new texts exactly as training did without params.yaml or the catalog."""
-    shown = [spec.class_labels.get(n, n) for n in labels.names]
+    encodes new texts exactly as training did without params.yaml or the catalog. ``list_labels`` false
+    leaves {class_labels} empty (see class_list_fits)."""
+    shown = shown_class_names(spec, labels)
     return {
-        "template": compose_template(wrapper, spec.text, shown),
+        "template": compose_template(wrapper, spec.text, shown if list_labels else []),
+        "class_labels_listed": list_labels,
         "max_length": max_length,
         "min_text_tokens": min_text_tokens,
         "truncation_side": truncation_side,
@@ -309,11 +325,15 @@ def preprocess_dataset(
         test = pd.read_parquet(raw_dir / "test.parquet")
         tables["test"] = canonical_rows(spec, test, "test", files.get("test", "test split"), skipped, labels)
     wrapper = params.template if params.prompt_wrapping else None
-    record = prompt_record(spec, labels, wrapper, params.max_length, params.truncation_side, params.min_text_tokens)
+    listed = class_list_fits(tokenizer, shown_class_names(spec, labels), params.class_labels_max_tokens)
+    record = prompt_record(
+        spec, labels, wrapper, params.max_length, params.truncation_side, params.min_text_tokens, listed
+    )
     encoder = prompt_encoder(record, tokenizer)
     stats: dict[str, Any] = {
         "labels": list(labels.names),
         "skipped_rows": len(skipped or []),
+        "class_labels_listed": listed,
         "template_tokens": encoder.fixed,
         "max_prompt_tokens": encoder.max_length,
     }
