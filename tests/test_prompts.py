@@ -106,6 +106,7 @@ def test_a_long_class_list_is_left_out_of_the_prompt(tiny_base_dir):
     tokenizer = load_tokenizer(tiny_base_dir)
     names = [f"category number {i}" for i in range(40)]
     assert class_list_fits(tokenizer, names[:2], 64) and not class_list_fits(tokenizer, names, 64)
+    assert class_list_fits(tokenizer, names, None)
     spec, labels = dataset_spec("sst2"), LabelSet(tuple(names))
     wrapper = "Read:{text}. Pick one of:{class_labels}. answer:"
     listed = prompt_record(spec, labels, wrapper, 256, "right", 128, True)

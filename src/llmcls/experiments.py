@@ -58,7 +58,7 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     # Before the floor a template had to leave room for its text; every recorded run's left >= 128 tokens, so
     # today's default floor changes none of them.
     "preprocess.min_text_tokens": 128,
-    "preprocess.class_labels_max_tokens": 64,  # every recorded run's class names took fewer tokens
+    "preprocess.class_labels_max_tokens": None,  # null: the names always listed, however long
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 

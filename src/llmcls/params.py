@@ -152,7 +152,8 @@ class PreprocessParams:
     template: str
     max_length: int
     min_text_tokens: int  # a template longer than max_length - this still gets this many text tokens
-    class_labels_max_tokens: int  # {class_labels} lists the names only while they take at most this many
+    class_labels_max_tokens: int | None  # {class_labels} lists the names only while they take at most this
+    # many tokens; null: always
     truncation_side: str
     bad_rows: str  # error: stop at the first bad row (all listed) | skip: drop them and report which
 
@@ -162,7 +163,7 @@ class PreprocessParams:
             problems.append("template: must contain the {text} placeholder")
         if self.max_length < 16:
             problems.append(f"max_length: {self.max_length} is too small (>= 16)")
-        if self.class_labels_max_tokens < 0:
+        if self.class_labels_max_tokens is not None and self.class_labels_max_tokens < 0:
             problems.append(f"class_labels_max_tokens: {self.class_labels_max_tokens} must be >= 0")
         if not 8 <= self.min_text_tokens <= self.max_length:
             problems.append(f"min_text_tokens: {self.min_text_tokens} must be between 8 and max_length")
