@@ -61,7 +61,13 @@ def test_training_on_token_budget_batches_counts_its_optimizer_steps(tmp_path, t
         tiny_model_dir,
         tiny_base_dir,
         "budget",
-        **{"train.max_tokens": 96, "train.max_steps": -1, "train.epochs": 2, "train.eval_steps": 100},
+        **{
+            "train.max_tokens": 96,
+            "train.max_steps": -1,
+            "train.min_steps": 0,
+            "train.epochs": 2,
+            "train.eval_steps": 100,
+        },
     )
     lengths = [int(n) for n in pd.read_parquet(tmp_path / "split" / "train.parquet")["length"]]
     assert summary["steps"] == 2 * len(cut(sorted(lengths, reverse=True), 96))
