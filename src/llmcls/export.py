@@ -66,7 +66,8 @@ def _model_card(meta: dict[str, Any], prompt: dict[str, Any], labels: list[str],
         "",
         "Each text is wrapped in this template (prompt.json; its fields are the text columns"
         f" {list(prompt['reader']['fields'].values())}); a long text is cut inside the template to"
-        f" {prompt['max_length']} tokens, never the template:",
+        f" {prompt['max_length']} tokens in all (at least {prompt.get('min_text_tokens', 8)} of text), never the"
+        " template:",
         "",
         "```text",
         prompt["template"],
