@@ -55,9 +55,8 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     "train.max_tokens": None,
     "train.base_precision": "auto",  # what auto means today (fp32 on CPU), as every earlier run had on CPU
     "evaluate.max_tokens": None,
-    # Before the floor a template had to leave room for its text; every recorded run's left >= 128 tokens, so
-    # today's default floor changes none of them.
-    "preprocess.min_text_tokens": 128,
+    # No floor: the text got max_length minus the template. (Not 128: a run with max_length 128 left less.)
+    "preprocess.min_text_tokens": 0,
     "preprocess.class_labels_max_tokens": None,  # null: the names always listed, however long
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
