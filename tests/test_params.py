@@ -10,7 +10,7 @@ from llmcls.params import load_params, parse_params
 def test_committed_params_load():
     params = load_params(ROOT / "params.yaml")
     assert params.dataset == "sst2"
-    assert params.split.train_size == 2000
+    assert params.split.train_size == 4000
     assert params.split.val_fraction == 0.15
     assert params.train.mode == "lora"
     assert params.train.lora.target_modules  # a tuple, frozen like the rest
