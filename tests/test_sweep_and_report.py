@@ -15,6 +15,9 @@ from llmcls.report import generated_table
 from llmcls.sweep import experiment_name, flat_params, grid, plan, yaml_value
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
+# The committed defaults, so these tests follow a change of the default model or train size.
+MODEL = REFERENCE["model.name"]
+SIZE = REFERENCE["split.train_size"]
 
 
 def test_summary_mean_and_sample_std():
@@ -128,7 +131,7 @@ def test_prompt_only_row_ignores_training_settings_and_pairs_with_each_seed():
     groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
     prompt_only = [g for g in groups if g.system == "prompt_only" and g.key("dataset") == "sst2"]
     assert len(prompt_only) == 1 and prompt_only[0].variant == ""
-    assert prompt_only[0].title == "prompt-only: smollm2-135m, no fine-tuning"
+    assert prompt_only[0].title == f"prompt-only: {MODEL}, no fine-tuning"
     assert "train.seed" not in prompt_only[0].params and "train.learning_rate" not in prompt_only[0].params
     assert len(prompt_only[0].seeds) == 4  # the same value from every run of the dataset
     found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
@@ -147,13 +150,13 @@ def test_generative_rows_beside_the_head_with_a_paired_test_and_their_generated_
         rows.append(state)
     groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
     generative = next(g for g in groups if g.system == "llm" and g.key("train.objective") == "generative")
-    assert generative.title == "smollm2-135m lora generative (scored)" and generative.variant == ""
+    assert generative.title == f"{MODEL} lora generative (scored)" and generative.variant == ""
     assert generative.generated("in_label_set_share").mean == pytest.approx(0.95)
     found = {(c.a.key("dataset"), c.what): c.result for c in comparisons(groups)}
     head_vs_gen = found[("sst2", "train.objective: head -> generative")]
     assert head_vs_gen.n == 3 and head_vs_gen.mean_diff == pytest.approx(0.80 - 0.86)
     table = "\n".join(generated_table(groups))
-    assert "| sst2 | smollm2-135m lora generative (scored) | 2000 | 3 | 0.9500 ± 0.0500 | 0.7500 ± 0.0200 |" in table
+    assert f"| sst2 | {MODEL} lora generative (scored) | {SIZE} | 3 | 0.9500 ± 0.0500 | 0.7500 ± 0.0200 |" in table
 
 
 def test_learning_curve_needs_two_sizes():
@@ -164,7 +167,7 @@ def test_learning_curve_needs_two_sizes():
     curves = [c for c in learning_curves(groups) if c.dataset == "sst2"]
     assert len(curves) == 1
     sizes = [size for size, _ in curves[0].points]
-    assert sizes == [500, 2000] and curves[0].points[1][1].n == 3
+    assert sizes == [500, SIZE] and curves[0].points[1][1].n == 3
 
 
 def test_report_command_on_a_fake_exp_show(tmp_path):
@@ -176,10 +179,10 @@ def test_report_command_on_a_fake_exp_show(tmp_path):
     result = CliRunner().invoke(cli.main, ["report", "--from-json", str(saved), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "| sst2 | smollm2-135m lora | 2000 | 3 | 0.8600 ± 0.0100 |" in text
-    assert "| r8 | smollm2-135m lora | 2000 | 3 | 0.9500 ± 0.0100 |" in text
-    assert "| r8 | ensemble: smollm2-135m lora + TF-IDF | 2000 | 3 | **0.9600 ± 0.0100** |" in text
-    assert "| sst2 | TF-IDF + logistic regression | 2000 | 3 | 0.8000 ± 0.0000 |" in text
+    assert f"| sst2 | {MODEL} lora | {SIZE} | 3 | 0.8600 ± 0.0100 |" in text
+    assert f"| r8 | {MODEL} lora | {SIZE} | 3 | 0.9500 ± 0.0100 |" in text
+    assert f"| r8 | ensemble: {MODEL} lora + TF-IDF | {SIZE} | 3 | **0.9600 ± 0.0100** |" in text
+    assert f"| sst2 | TF-IDF + logistic regression | {SIZE} | 3 | 0.8000 ± 0.0000 |" in text
     assert "paired t-test (two-sided, scipy.stats.ttest_rel)" in text
     assert "baseline -> llm" in text
     for figure in ("learning_curve_sst2.png", "per_class_f1_sst2.png", "per_class_f1_r8.png"):
@@ -277,7 +280,7 @@ def test_sweep_command_dry_run_prints_the_dvc_commands(monkeypatch):
     commands = [line for line in lines if line.startswith("dvc exp run")]
     assert len(commands) == 6
     assert commands[0] == (
-        "dvc exp run --queue -n sst2-smollm2-135m-lora-n2000-s0 -S dataset=sst2 -S model.name=smollm2-135m "
+        f"dvc exp run --queue -n sst2-{MODEL}-lora-n2000-s0 -S dataset=sst2 -S model.name={MODEL} "
         "-S train.mode=lora -S split.train_size=2000 -S train.seed=0"
     )
     assert "dvc queue start -j 2" in lines and lines[-1] == "# 6 queued, 0 skipped (dry run)"
