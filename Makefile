@@ -57,11 +57,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
 
-# Re-pin constraints.txt to what the venv has now (after an upgrade); its header comment stays.
+# Re-pin $(CONSTRAINTS) to what the venv has now (after an upgrade); its header comment stays.
 constraints: $(VENV)/.installed-test
-	grep '^#' constraints.txt > constraints.txt.new
-	$(BIN)/pip freeze --exclude-editable | grep -vi '^torch==' >> constraints.txt.new
-	mv constraints.txt.new constraints.txt
+	grep '^#' $(CONSTRAINTS) > $(CONSTRAINTS).new
+	$(BIN)/pip freeze --exclude-editable | grep -vi '^torch==' >> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-venv:
 	rm -rf $(VENV)
