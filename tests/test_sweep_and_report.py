@@ -7,10 +7,12 @@ import math
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT, default_params
+from dvc.utils.hydra import apply_overrides
 
 from llmcls import cli
 from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_entries, learning_curves, paired_test
 from llmcls.experiments import finished, parse_exp_show
+from llmcls.params import read_yaml
 from llmcls.report import generated_table
 from llmcls.sweep import experiment_name, flat_params, grid, plan, yaml_value
 
@@ -267,6 +269,28 @@ def test_sweep_names_and_values():
         "all-linear",
         "[q_proj, v_proj]",
     ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "请仔细阅读下面这条评论：“{text}”，判断它属于以下哪个类别：{class_labels}，答案：",
+        'Please carefully read the following reference text:"{text}", answer:',
+        "it's a\\b, \\'quoted\\' ${x} a\\${y} end\\",
+        "null",
+        "",
+        ["q_proj", "注意"],
+        {"negative": 1.5, "positive": "x y"},
+        1e-05,
+    ],
+)
+def test_sweep_values_read_back_unchanged_through_dvc_set_param(tmp_path, value):
+    """What `-S key=<value>` writes into params.yaml is the value the sweep meant (a Chinese template was
+    written as literal \\u escapes before)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  template: x\n")
+    apply_overrides(str(path), [f"preprocess.template={yaml_value(value)}"])
+    assert read_yaml(path.read_text())["preprocess"]["template"] == value
 
 
 def test_sweep_command_dry_run_prints_the_dvc_commands(monkeypatch):

@@ -36,8 +36,25 @@ class Planned:
         return ["dvc", "exp", "run", "--queue", "-n", self.name, *sets]
 
 
+# Strings `-S` reads back unquoted as themselves: sst2, all-linear, Qwen/Qwen3-1.7B.
+_PLAIN = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)
+# In a quoted override, Hydra reads \' as a quote, \${ as a literal ${ (else an interpolation), and a
+# backslash run as escaped only before those or at the end; elsewhere backslashes stay as they are.
+_HYDRA_ESCAPES = re.compile(r"(\\*)('|\$\{|$)")
+
+
 def yaml_value(value: Any) -> str:
-    """A value as `dvc exp run -S` parses it (YAML): null, true, 0.0005, [a, b]."""
+    """A value as `dvc exp run -S` (Hydra's override grammar) reads it back: null, true, 0.0005, [a, b], and
+    strings quoted where they need it (a template with quotes, braces or non-ASCII text)."""
+    if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and yaml.safe_load(value) == value:
+            return value
+        escaped = _HYDRA_ESCAPES.sub(lambda m: m.group(1) * 2 + (m.group(2) and "\\" + m.group(2)), value)
+        return f"'{escaped}'"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.items()) + "}"
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
