@@ -14,7 +14,7 @@ from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_en
 from llmcls.experiments import finished, parse_exp_show
 from llmcls.params import read_yaml
 from llmcls.report import generated_table
-from llmcls.sweep import experiment_name, flat_params, grid, plan, yaml_value
+from llmcls.sweep import experiment_name, flat_params, grid, override_value, plan
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
 # The committed defaults, so these tests follow a change of the default model or train size.
@@ -262,7 +262,7 @@ def test_sweep_names_and_values():
     assert experiment_name(point, {"preprocess.prompt_wrapping": False}).startswith(
         "sst2-Qwen-Qwen3-1.7B-lora-nall-s0-x"
     )
-    assert [yaml_value(v) for v in (None, True, 5e-4, "all-linear", ["q_proj", "v_proj"])] == [
+    assert [override_value(v) for v in (None, True, 5e-4, "all-linear", ["q_proj", "v_proj"])] == [
         "null",
         "true",
         "0.0005",
@@ -289,7 +289,7 @@ def test_sweep_values_read_back_unchanged_through_dvc_set_param(tmp_path, value)
     written as literal \\u escapes before)."""
     path = tmp_path / "params.yaml"
     path.write_text("preprocess:\n  template: x\n")
-    apply_overrides(str(path), [f"preprocess.template={yaml_value(value)}"])
+    apply_overrides(str(path), [f"preprocess.template={override_value(value)}"])
     assert read_yaml(path.read_text())["preprocess"]["template"] == value
 
 

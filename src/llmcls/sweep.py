@@ -32,7 +32,7 @@ class Planned:
     skipped: str | None = None
 
     def command(self) -> list[str]:
-        sets = [arg for key, value in self.overrides for arg in ("-S", f"{key}={yaml_value(value)}")]
+        sets = [arg for key, value in self.overrides for arg in ("-S", f"{key}={override_value(value)}")]
         return ["dvc", "exp", "run", "--queue", "-n", self.name, *sets]
 
 
@@ -43,7 +43,7 @@ _PLAIN = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)
 _HYDRA_ESCAPES = re.compile(r"(\\*)('|\$\{|$)")
 
 
-def yaml_value(value: Any) -> str:
+def override_value(value: Any) -> str:
     """A value as `dvc exp run -S` (Hydra's override grammar) reads it back: null, true, 0.0005, [a, b], and
     strings quoted where they need it (a template with quotes, braces or non-ASCII text)."""
     if isinstance(value, str):
@@ -52,9 +52,9 @@ def yaml_value(value: Any) -> str:
         escaped = _HYDRA_ESCAPES.sub(lambda m: m.group(1) * 2 + (m.group(2) and "\\" + m.group(2)), value)
         return f"'{escaped}'"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+        return "[" + ", ".join(override_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.items()) + "}"
+        return "{" + ", ".join(f"{key}: {override_value(item)}" for key, item in value.items()) + "}"
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
