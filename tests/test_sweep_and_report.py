@@ -13,7 +13,8 @@ from llmcls import cli
 from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_entries, learning_curves, paired_test
 from llmcls.experiments import finished, parse_exp_show
 from llmcls.params import read_yaml
-from llmcls.report import generated_table
+from llmcls.report import build_report, generated_table
+from llmcls.seed_ensemble import PREDICTIONS, average, read_predictions, score
 from llmcls.sweep import experiment_name, flat_params, grid, override_value, plan
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
@@ -198,6 +199,73 @@ def test_report_without_runs_is_one_clear_error(tmp_path):
     saved.write_text("[]")
     result = CliRunner().invoke(cli.main, ["report", "--from-json", str(saved), "--out", str(tmp_path / "r.md")])
     assert result.exit_code == 1 and "no run with test metrics found" in result.output
+
+
+def predictions_csv(rows: list[tuple[str, str, float]]) -> str:
+    """A two-class predictions CSV: (id, true label, probability of positive) per row."""
+    lines = ["id,label,predicted,prob_negative,prob_positive"]
+    for rid, label, pos in rows:
+        lines.append(f"{rid},{label},{'positive' if pos > 0.5 else 'negative'},{1 - pos:.4f},{pos:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def test_seed_ensemble_averages_probabilities_by_id_and_scores_them():
+    # Seed 2 lists the rows in another order: averaging matches them by id, not by position.
+    one = read_predictions(
+        predictions_csv([("a", "positive", 0.9), ("b", "negative", 0.6), ("c", "positive", 0.4)]), "1"
+    )
+    two = read_predictions(
+        predictions_csv([("c", "positive", 0.8), ("a", "positive", 0.7), ("b", "negative", 0.2)]), "2"
+    )
+    mean = average([one, two])
+    assert list(mean["id"]) == ["a", "b", "c"]
+    assert mean["prob_positive"].tolist() == pytest.approx([0.8, 0.4, 0.6])
+    assert list(mean["predicted"]) == ["positive", "negative", "positive"]  # each seed alone got one row wrong
+    metrics = score(mean)
+    assert metrics["accuracy"] == 1.0 and metrics["n"] == 3
+    assert metrics["log_loss"] == pytest.approx(-(math.log(0.8) + math.log(0.6) + math.log(0.6)) / 3)
+    unlabelled = mean.assign(label="")
+    assert score(unlabelled) is None  # a Kaggle test split: averaged predictions, no metrics
+
+
+def test_seed_ensemble_refuses_tables_of_other_rows_or_classes():
+    one = read_predictions(predictions_csv([("a", "positive", 0.9), ("b", "negative", 0.6)]), "1")
+    other_rows = read_predictions(predictions_csv([("a", "positive", 0.9), ("z", "negative", 0.6)]), "2")
+    with pytest.raises(ValueError, match="other rows"):
+        average([one, other_rows])
+    other_classes = one.rename(columns={"prob_positive": "prob_neutral"})
+    with pytest.raises(ValueError, match="other classes"):
+        average([one, other_classes])
+    with pytest.raises(ValueError, match="not a predictions table"):
+        read_predictions("id,label\na,positive\n", "x.csv")
+
+
+def test_report_lists_seed_ensembles_and_writes_their_predictions(tmp_path):
+    runs = finished(parse_exp_show(fake_exp_show()))
+    # The three sst2 seeds (the commit and two experiments); the r8 runs have no predictions in git.
+    truth = [("a", "positive"), ("b", "negative"), ("c", "positive"), ("d", "negative")]
+    positive = {
+        "c" * 40: [0.9, 0.6, 0.4, 0.2],
+        "e" + "0" * 39: [0.7, 0.2, 0.8, 0.6],
+        f"e{1:039d}": [0.6, 0.3, 0.7, 0.1],
+    }
+    files = {
+        rev: predictions_csv([(i, lab, p) for (i, lab), p in zip(truth, ps, strict=True)])
+        for rev, ps in positive.items()
+    }
+    result = build_report(
+        runs, REFERENCE, tmp_path / "report.md", lambda run, path: files.get(run.rev) if path == PREDICTIONS else None
+    )
+    text = (tmp_path / "report.md").read_text()
+    assert "## Seed ensembles" in text
+    # Averages 0.7333, 0.3667, 0.6333, 0.3: all four right, against the seeds' mean of 0.86 in the leaderboard.
+    name = "seed_ensemble_sst2_1.csv"
+    assert f"| sst2 | {MODEL} lora | {SIZE} | 3 | 1.0000 | 1.0000 |" in text
+    assert f"| +0.1400 | 1800 | [{name}](report/{name}) |" in text
+    assert f"| r8 | {MODEL} lora | {SIZE} | 3 | — | — | — | — | — | not averaged: no {PREDICTIONS} in `r8-s0` |" in text
+    written = read_predictions((tmp_path / "report" / name).read_text(), name)
+    assert written["prob_positive"].tolist() == pytest.approx([2.2 / 3, 1.1 / 3, 1.9 / 3, 0.3])
+    assert len(result["seed_ensembles"]) == 2  # sst2 averaged, r8 with its reason; single-seed rows are left out
 
 
 def test_sweep_plans_names_and_skips_what_ran():

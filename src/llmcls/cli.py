@@ -301,7 +301,8 @@ def _run(command: list[str]) -> None:
 )
 @clean_errors
 def report(out, scope, from_json, metric, params_path) -> None:
-    """Leaderboard (mean ± std over seeds), paired significance tests, learning curves and best-run figures."""
+    """Leaderboard (mean ± std over seeds), seed ensembles, paired significance tests, learning curves and best-run
+    figures."""
     from llmcls.report import build_report
     from llmcls.sweep import flat_params
 

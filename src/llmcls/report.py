@@ -1,7 +1,9 @@
-"""`llmcls report`: the leaderboard, significance tests, learning curves and best-run figures as Markdown + PNG.
+"""`llmcls report`: the leaderboard, seed ensembles, significance tests, learning curves and best-run figures as
+Markdown + PNG.
 
-Reads runs (experiments.py), aggregates them over seeds (aggregate.py) and writes one Markdown file whose
-figures sit in a folder beside it. Everything is on each dataset's test split.
+Reads runs (experiments.py), aggregates them over seeds (aggregate.py, seed_ensemble.py) and writes one Markdown
+file whose figures (and the seed ensembles' predictions) sit in a folder beside it. Everything is on each
+dataset's test split.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from llmcls.aggregate import (
 )
 from llmcls.experiments import SEED, Run
 from llmcls.outputs import staged_dir, staged_file
+from llmcls.seed_ensemble import SeedEnsemble, seed_ensemble
 
 REPORTS = {
     "llm": "metrics/eval_report.json",
@@ -95,6 +98,43 @@ def generated_table(groups: Sequence[Group]) -> list[str]:
             + " |"
         )
     return [*lines, ""]
+
+
+def seed_ensemble_table(
+    found: Sequence[tuple[Group, SeedEnsemble | str]], rel: str
+) -> tuple[list[str], dict[str, SeedEnsemble]]:
+    """The seed ensembles' section: Markdown lines, and {file name: ensemble} for the averaged predictions."""
+    if not found:
+        return [], {}
+    lines = [
+        "## Seed ensembles",
+        "",
+        "Each LLM configuration run with two or more seeds, its seeds' test probabilities averaged: an ensemble",
+        "that needs no training beyond the seeds' runs. Train time: the seeds' sum. The last column: accuracy",
+        "minus the seeds' mean accuracy (the leaderboard's row). The averaged predictions are in the CSV named.",
+        "",
+        "| dataset | system | train size | seeds | accuracy | macro F1 | log loss | vs mean | train time (s) "
+        "| predictions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    files: dict[str, SeedEnsemble] = {}
+    for group, result in found:
+        size = _size(group.key("split.train_size"))
+        head = f"| {group.key('dataset')} | {group.title} | {size} | {len(group.seeds)} |"
+        if isinstance(result, str):
+            lines.append(f"{head} — | — | — | — | — | not averaged: {result} |")
+            continue
+        name = f"seed_ensemble_{group.key('dataset')}_{len(files) + 1}.csv"
+        files[name] = result
+        m = result.metrics or {}
+        gain = m["accuracy"] - group.summary("accuracy").mean if m else math.nan
+        seconds = "—" if result.train_seconds is None else f"{result.train_seconds:.0f}"
+        lines.append(
+            f"{head} {_fmt(m.get('accuracy', math.nan))} | {_fmt(m.get('f1_macro', math.nan))} | "
+            f"{_fmt(m.get('log_loss', math.nan))} | {'—' if math.isnan(gain) else f'{gain:+.4f}'} | {seconds} | "
+            f"[{name}]({rel}/{name}) |"
+        )
+    return [*lines, ""], files
 
 
 def comparison_table(found: Sequence[Comparison]) -> list[str]:
@@ -214,6 +254,8 @@ def build_report(
     best = best_per_dataset(groups, metric)
     figures = out.with_suffix("")
     rel = figures.name
+    averaged = [(g, r) for g in groups if (r := seed_ensemble(g, read_file)) is not None]
+    ensemble_lines, ensemble_files = seed_ensemble_table(averaged, rel)
     lines = [
         "# llmcls report",
         "",
@@ -230,6 +272,7 @@ def build_report(
         *leaderboard_table(groups, metric),
         "",
         *generated_table(groups),
+        *ensemble_lines,
         "## Significance tests",
         "",
     ]
@@ -246,6 +289,8 @@ def build_report(
         lines.append("No two configurations share two or more seeds yet.")
     lines += ["", "## Learning curves", ""]
     with staged_dir(figures) as tmp:
+        for name, ensemble in ensemble_files.items():
+            ensemble.predictions.to_csv(tmp / name, index=False)
         datasets = sorted({c.dataset for c in curves})
         for dataset in datasets:
             name = f"learning_curve_{dataset}.png"
@@ -281,4 +326,4 @@ def build_report(
                 lines += [f"(no {REPORTS[group.system]} in `{run.label}`: confusion matrix not drawn)", ""]
     with staged_file(out) as tmp_md:
         tmp_md.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return {"groups": groups, "comparisons": found, "curves": curves, "best": best}
+    return {"groups": groups, "comparisons": found, "curves": curves, "best": best, "seed_ensembles": averaged}
