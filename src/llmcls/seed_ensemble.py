@@ -3,7 +3,7 @@
 A sweep over seeds 0/42/123 already trains three models that differ only in their seed; the mean of their
 class probabilities is an ensemble that costs no training beyond those runs (zh-reviews, all rows: 0.8834
 against single models' 0.8776 ± 0.0039). `llmcls report` lists it beside each configuration's mean and writes
-the averaged predictions, so they can be submitted or inspected like one run's.
+the averaged predictions in the evaluate stage's format (id, label, predicted, prob_<class>).
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ def score(table: pd.DataFrame) -> dict[str, float] | None:
 def seed_ensemble(group: Group, read_file: Callable[[Run, str], str | None]) -> SeedEnsemble | str | None:
     """The seed ensemble of an LLM group with two or more seeds; a reason (str) when its predictions cannot be
     averaged; None when there is nothing to average (another system, or one seed)."""
-    chosen = sorted((e for e in group.entries if e.system == "llm"), key=lambda e: str(e.seed))
-    if group.system != "llm" or len(chosen) < MIN_SEEDS:
+    if group.system != "llm" or len(group.entries) < MIN_SEEDS:
         return None
+    chosen = sorted(group.entries, key=lambda e: str(e.seed))
     tables = []
     for entry in chosen:
         text = read_file(entry.run, PREDICTIONS)
