@@ -286,6 +286,7 @@ class TrainParams:
     verbalizer: dict[str, str] | None  # class name -> the text the generative objective writes
     max_tokens: int | None  # token-budget batches: padded tokens per batch (None: batch_size rows)
     base_precision: str  # the frozen base's dtype under LoRA: auto | fp32 | compute
+    average_last: float | None  # keep the mean of the trainable weights over this last fraction of steps
     launch: LaunchParams
     lora: LoraParams
     qlora: QloraParams
@@ -333,6 +334,12 @@ class TrainParams:
             problems.append(f"max_tokens: {self.max_tokens} must be >= 1 or null")
         if self.base_precision not in BASE_PRECISIONS:
             problems.append(f"base_precision: {self.base_precision!r} is not one of {list(BASE_PRECISIONS)}")
+        if self.average_last is not None:
+            if not 0 < self.average_last <= 1:
+                problems.append(f"average_last: {self.average_last} must be in (0, 1] or null")
+            if self.launch.strategy not in ("single", "ddp"):
+                # Sharded strategies hold a slice of each parameter per process: there is no whole weight to average.
+                problems.append(f"average_last: needs launch.strategy single or ddp, not {self.launch.strategy!r}")
         _check(problems)
 
 

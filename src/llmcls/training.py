@@ -37,6 +37,7 @@ from llmcls.modeling import build_classifier, build_generative, quantization_con
 from llmcls.outputs import read_json, remove, write_json
 from llmcls.params import Params, TrainParams
 from llmcls.preprocessing import PROMPT, LabelSet
+from llmcls.weight_averaging import TailAverage
 
 FINGERPRINT = "llmcls_run.json"
 # train.torch_compile pads batch lengths to a multiple of this: max_length 256 gives at most 8 lengths to compile.
@@ -296,6 +297,9 @@ def train_classifier(
         # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
         loss_func = weighted_loss(weights, t.label_smoothing)
     callbacks: list[TrainerCallback] = []
+    average = TailAverage(model, t.average_last) if t.average_last is not None else None
+    if average is not None:
+        callbacks.append(average)
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
 
@@ -345,6 +349,7 @@ def train_classifier(
         "stopped_early": state.global_step < state.max_steps,
         "class_weights": weights,
         "head_init": head_init,
+        "weight_average": average.record() if average is not None else None,
     }
     if trainer.is_world_process_zero():
         meta = {
