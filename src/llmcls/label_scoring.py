@@ -91,7 +91,9 @@ def label_log_likelihoods(
 
 def normalise(log_likelihoods: np.ndarray) -> np.ndarray:
     """Class probabilities: a softmax over the label set of the summed log-likelihoods."""
-    shifted = log_likelihoods - log_likelihoods.max(axis=1, keepdims=True)
+    # In float64: float32 rows sum to 1 only within ~1e-7, and by how much depends on the CPU's kernels.
+    scores = np.asarray(log_likelihoods, dtype=np.float64)
+    shifted = scores - scores.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     return probs / probs.sum(axis=1, keepdims=True)
 
