@@ -113,7 +113,7 @@ class Collator:
     def __call__(self, features):
         import torch
 
-        from llmcls.inference import pad_batch
+        from llmcls.model.inference import pad_batch
 
         batch = pad_batch([f["input_ids"] for f in features], PAD_ID)
         batch["labels"] = torch.tensor([f["labels"] for f in features])
@@ -165,10 +165,10 @@ def trainer_phase(params, base_dir: Path, train_frame, steps: int, warmup: int, 
     import torch
     from transformers import TrainerCallback, set_seed
 
-    from llmcls.devices import resolve_precision
-    from llmcls.modeling import build_classifier
-    from llmcls.preprocessing import LabelSet
-    from llmcls.training import make_trainer, training_arguments, weighted_loss
+    from llmcls.core.devices import resolve_precision
+    from llmcls.data.preprocess import LabelSet
+    from llmcls.model.build import build_classifier
+    from llmcls.train.classifier import make_trainer, training_arguments, weighted_loss
 
     set_seed(params.train.seed)
     reset_memory()
@@ -228,9 +228,9 @@ def plain_phase(params, base_dir: Path, batches, warmup: int, n: int, peak, prec
     """The same batches through a bare loop: forward under autocast, cross-entropy, backward, AdamW."""
     import torch
 
-    from llmcls.devices import autocast_dtype, process_state
-    from llmcls.modeling import build_classifier
-    from llmcls.preprocessing import LabelSet
+    from llmcls.core.devices import autocast_dtype, process_state
+    from llmcls.data.preprocess import LabelSet
+    from llmcls.model.build import build_classifier
 
     torch.manual_seed(params.train.seed)
     reset_memory()
@@ -262,8 +262,8 @@ def plain_phase(params, base_dir: Path, batches, warmup: int, n: int, peak, prec
 
 def eval_phase(model, params, frame, n: int, peak, precision: str) -> dict[str, Any]:
     """evaluate's predict_proba over ``frame`` (LoRA merged, as evaluate loads it); 2N FLOPs a token."""
-    from llmcls.devices import process_state
-    from llmcls.inference import predict_proba
+    from llmcls.core.devices import process_state
+    from llmcls.model.inference import predict_proba
 
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
         model = model.merge_and_unload()
@@ -304,7 +304,7 @@ def main(shape, params_path, mode, batch_size, max_tokens, base_precision, gradi
     """Train / evaluate throughput, MFU and peak memory of a real model shape (random weights)."""
     import torch
 
-    from llmcls.params import load_params
+    from llmcls.config.params import load_params
 
     params = load_params(params_path)
     changes = {

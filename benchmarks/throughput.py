@@ -116,7 +116,7 @@ def seed_style_predict(model, sequences, pad_id: int, width: int, batch_size: in
     import numpy as np
     import torch
 
-    from llmcls.inference import pad_batch
+    from llmcls.model.inference import pad_batch
 
     out = []
     device = next(model.parameters()).device  # the Trainer moved the model to the GPU where there is one
@@ -142,14 +142,14 @@ def run_variant(
     import torch
     from transformers import DataCollatorWithPadding, TrainerCallback, set_seed
 
-    from llmcls.base_model import load_tokenizer
-    from llmcls.devices import resolve_precision, use_all_cpu_cores
-    from llmcls.inference import predict_proba
-    from llmcls.modeling import build_classifier
-    from llmcls.outputs import read_json
-    from llmcls.params import load_params
-    from llmcls.preprocessing import LabelSet
-    from llmcls.training import make_trainer, training_arguments
+    from llmcls.config.params import load_params
+    from llmcls.core.devices import resolve_precision, use_all_cpu_cores
+    from llmcls.core.outputs import read_json
+    from llmcls.data.preprocess import LabelSet
+    from llmcls.model.base import load_tokenizer
+    from llmcls.model.build import build_classifier
+    from llmcls.model.inference import predict_proba
+    from llmcls.train.classifier import make_trainer, training_arguments
 
     turns = TURNS
     assert turns is not None, "run_variant runs in a pool started with _share_turns"

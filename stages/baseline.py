@@ -6,11 +6,11 @@ the evaluate stage, so the leaderboard, the ensemble and the submission read it 
 
 import click
 
-from llmcls.baseline import run_baseline
-from llmcls.catalog import dataset_spec
-from llmcls.params import load_params
-from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import load_params
+from llmcls.evaluate.baseline import run_baseline
+from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 
 
 @click.command()

@@ -6,10 +6,10 @@ Scored and written like the evaluate stage, so submit can hand in the blend.
 
 import click
 
-from llmcls.ensemble import run_ensemble
-from llmcls.params import load_params
-from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.config.params import load_params
+from llmcls.evaluate.ensemble import run_ensemble
+from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 
 
 @click.command()

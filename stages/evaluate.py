@@ -9,11 +9,11 @@ import time
 
 import click
 
-from llmcls.devices import is_main_process
-from llmcls.evaluation import evaluate_classifier
-from llmcls.params import load_params
-from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.config.params import load_params
+from llmcls.core.devices import is_main_process
+from llmcls.evaluate.classifier import evaluate_classifier
+from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 
 
 @click.command()

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from llmcls.catalog import dataset_spec
-from llmcls.fetching import Inputs, fetch_dataset
-from llmcls.params import load_params
-from llmcls.remotes import resolve_folder
-from llmcls.stage import params_option, stage
+from llmcls.cli.stage import params_option, stage
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import load_params
+from llmcls.data.fetch import Inputs, fetch_dataset
+from llmcls.data.remotes import resolve_folder
 
 
 @click.command()

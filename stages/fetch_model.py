@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from llmcls.base_model import materialize
-from llmcls.catalog import model_spec
-from llmcls.params import load_params
-from llmcls.stage import params_option, stage
+from llmcls.cli.stage import params_option, stage
+from llmcls.config.catalog import model_spec
+from llmcls.config.params import load_params
+from llmcls.model.base import materialize
 
 
 @click.command()

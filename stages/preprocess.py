@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from llmcls.base_model import load_tokenizer
-from llmcls.catalog import dataset_spec
-from llmcls.outputs import write_json
-from llmcls.params import load_params
-from llmcls.preprocessing import bad_rows_report, preprocess_dataset
-from llmcls.stage import PathDir, PathFile, params_option, stage
+from llmcls.cli.stage import PathDir, PathFile, params_option, stage
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import load_params
+from llmcls.core.outputs import write_json
+from llmcls.data.preprocess import bad_rows_report, preprocess_dataset
+from llmcls.model.base import load_tokenizer
 
 SHOWN = 5  # skipped rows printed; the report has them all
 

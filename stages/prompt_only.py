@@ -9,13 +9,13 @@ import time
 
 import click
 
-from llmcls.catalog import dataset_spec
-from llmcls.devices import resolve_precision
-from llmcls.label_scoring import evaluate_prompt_only
-from llmcls.outputs import read_json
-from llmcls.params import load_params
-from llmcls.scoring import shown_metrics, write_evaluation
-from llmcls.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import load_params
+from llmcls.core.devices import resolve_precision
+from llmcls.core.outputs import read_json
+from llmcls.evaluate.label_scoring import evaluate_prompt_only
+from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 
 
 @click.command()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from llmcls.params import load_params
-from llmcls.splitting import split_dataset
-from llmcls.stage import params_option, stage
+from llmcls.cli.stage import params_option, stage
+from llmcls.config.params import load_params
+from llmcls.data.split import split_dataset
 
 
 @click.command()

@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from llmcls.catalog import dataset_spec
-from llmcls.outputs import read_json, write_csv
-from llmcls.params import load_params
-from llmcls.stage import PathDir, PathFile, params_option, stage
-from llmcls.submission import build_submission, check_submission
+from llmcls.cli.stage import PathDir, PathFile, params_option, stage
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import load_params
+from llmcls.core.outputs import read_json, write_csv
+from llmcls.evaluate.submission import build_submission, check_submission
 
 
 @click.command()

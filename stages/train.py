@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from llmcls.devices import is_main_process
-from llmcls.params import load_params
-from llmcls.stage import PathDir, params_option, run_log_option, stage, write_run_log
-from llmcls.training import train_classifier
+from llmcls.cli.stage import PathDir, params_option, run_log_option, stage, write_run_log
+from llmcls.config.params import load_params
+from llmcls.core.devices import is_main_process
+from llmcls.train.classifier import train_classifier
 
 
 @click.command()

@@ -42,7 +42,7 @@ def custom_params(**settings):
     """params.yaml's `custom` section with ``settings`` over it (the file holds the only defaults)."""
     import dataclasses
 
-    from llmcls.params import load_params
+    from llmcls.config.params import load_params
 
     return dataclasses.replace(load_params(ROOT / "params.yaml").custom, **settings)
 
@@ -100,8 +100,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model materialised the way fetch_model does it (a local-folder copy)."""
-    from llmcls.base_model import materialize
-    from llmcls.catalog import model_spec
+    from llmcls.config.catalog import model_spec
+    from llmcls.model.base import materialize
 
     out = tmp_path_factory.mktemp("base") / "base"
     materialize(model_spec(str(tiny_model_dir)), ("local",), out)

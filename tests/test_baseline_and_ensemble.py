@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 from conftest import default_params, sentiment_frame
 
-from llmcls.baseline import class_probabilities, plain_texts, run_baseline, tfidf_classifier
-from llmcls.catalog import dataset_spec
-from llmcls.ensemble import fit_weight, run_ensemble
-from llmcls.errors import LlmclsError
-from llmcls.evaluation import swap_back
-from llmcls.outputs import write_json
-from llmcls.params import parse_params
-from llmcls.preprocessing import LabelSet, swap_permutation, swapped_fields
-from llmcls.scoring import PROB_PREFIX, prediction_table
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import parse_params
+from llmcls.core.errors import LlmclsError
+from llmcls.core.outputs import write_json
+from llmcls.data.preprocess import LabelSet, swap_permutation, swapped_fields
+from llmcls.evaluate.baseline import class_probabilities, plain_texts, run_baseline, tfidf_classifier
+from llmcls.evaluate.classifier import swap_back
+from llmcls.evaluate.ensemble import fit_weight, run_ensemble
+from llmcls.evaluate.scoring import PROB_PREFIX, prediction_table
 
 LABELS = LabelSet(("negative", "positive"))
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_training import params_for, train
 
-from llmcls.batching import TokenBudgetSampler, budget_batches, cut
-from llmcls.inference import predict_proba
-from llmcls.modeling import build_classifier, frozen_base_dtype, load_trained_model
-from llmcls.preprocessing import LabelSet
+from llmcls.data.preprocess import LabelSet
+from llmcls.model.batches import TokenBudgetSampler, budget_batches, cut
+from llmcls.model.build import build_classifier, frozen_base_dtype, load_trained_model
+from llmcls.model.inference import predict_proba
 
 LENGTHS = [5, 30, 12, 12, 7, 30, 3, 12, 50, 9, 12, 4]
 
@@ -79,7 +79,7 @@ def test_training_on_token_budget_batches_counts_its_optimizer_steps(tmp_path, t
 def test_the_loss_is_a_per_row_mean_over_the_optimizer_step():
     """Uneven token-budget batches of one optimizer step: with the step's row count (what the Trainer passes as
     num_items_in_batch), their summed losses are the mean over all its rows, not a mean of batch means."""
-    from llmcls.training import weighted_loss
+    from llmcls.train.classifier import weighted_loss
 
     loss = weighted_loss(None, 0.0)
     logits = torch.randn(7, 3)
@@ -133,8 +133,8 @@ def test_one_optimizer_step_over_uneven_token_batches_follows_the_per_row_mean_g
 
     from test_training import make_split_dir
 
-    from llmcls.base_model import load_tokenizer
-    from llmcls.training import make_trainer, training_arguments, weighted_loss
+    from llmcls.model.base import load_tokenizer
+    from llmcls.train.classifier import make_trainer, training_arguments, weighted_loss
 
     changes = {"train.max_tokens": 150, "train.lora.dropout": 0.0, "train.gradient_accumulation_steps": 2}
     params = params_for(tiny_model_dir, **changes)

@@ -23,18 +23,27 @@ def llmcls_imports(path: Path) -> set[str]:
     return names
 
 
+def module_files(name: str) -> list[str]:
+    """The files Python runs to import module ``name``: each package's __init__.py on the way, then the module."""
+    parts = name.split(".")
+    files = ["src/" + "/".join(parts[:i]) + "/__init__.py" for i in range(1, len(parts) + 1)]
+    return [f for f in files[:-1] if (ROOT / f).is_file()] + [
+        f for f in (files[-1], "src/" + "/".join(parts) + ".py") if (ROOT / f).is_file()
+    ]
+
+
 def library_files(script: Path) -> set[str]:
     """The src/llmcls files ``script`` loads, transitively (catalog.py brings its catalog.yaml)."""
     seen: set[str] = set()
     todo = [script]
     while todo:
         for name in llmcls_imports(todo.pop()):
-            rel = "src/" + name.replace(".", "/") + ".py"
-            if rel not in seen and (ROOT / rel).is_file():
-                seen.add(rel)
-                todo.append(ROOT / rel)
-    if "src/llmcls/catalog.py" in seen:
-        seen.add("src/llmcls/catalog.yaml")
+            for rel in module_files(name):
+                if rel not in seen:
+                    seen.add(rel)
+                    todo.append(ROOT / rel)
+    if "src/llmcls/config/catalog.py" in seen:
+        seen.add("src/llmcls/config/catalog.yaml")
     return seen
 
 

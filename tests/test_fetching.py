@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from conftest import SHARED, custom_params, sentiment_frame
 
-from llmcls.catalog import dataset_spec
-from llmcls.errors import LlmclsError
-from llmcls.fetching import Inputs, fetch_dataset
-from llmcls.params import FetchParams
-from llmcls.remotes import resolve_folder
-from llmcls.tables import read_table
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import FetchParams
+from llmcls.core.errors import LlmclsError
+from llmcls.data.fetch import Inputs, fetch_dataset
+from llmcls.data.remotes import resolve_folder
+from llmcls.data.tables import read_table
 
 
 def fetch(spec, folder, out, sources=("local",), custom_dir=None) -> dict:
@@ -176,7 +176,7 @@ def test_line_file_pattern_names_the_lines_that_do_not_match(tmp_path):
 def test_setup_pins_the_datasets_folder_for_queued_copies(tmp_path, monkeypatch):
     """`llmcls setup` writes the folder as an absolute path into config.local (what DVC hands a queued copy);
     where the configured folder does not exist, an empty one in the project keeps the fetch dep valid."""
-    from llmcls.remotes import pin_datasets_folder
+    from llmcls.data.remotes import pin_datasets_folder
 
     project = tmp_path / "project"
     (project / ".dvc").mkdir(parents=True)

@@ -12,10 +12,10 @@ from test_label_scoring import by_hand
 from test_training import train
 from transformers import AutoModelForCausalLM
 
-from llmcls.evaluation import evaluate_classifier
-from llmcls.generative import IGNORE, label_texts, lm_rows
-from llmcls.label_scoring import answer_class, generate_answers, generated_metrics, scored_probabilities
-from llmcls.preprocessing import LabelSet
+from llmcls.data.preprocess import LabelSet
+from llmcls.evaluate.classifier import evaluate_classifier
+from llmcls.evaluate.label_scoring import answer_class, generate_answers, generated_metrics, scored_probabilities
+from llmcls.train.generative import IGNORE, label_texts, lm_rows
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_scored_probabilities_sum_to_one_and_match_the_hand_computation(lm):
 
 
 def test_generated_answers_and_their_counts(lm, tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     prompts = [[1, 5, 9, 13, 2, 40], [1, 7], [1, 8, 9]]
@@ -91,8 +91,8 @@ def test_generative_train_evaluate_predict_export(tmp_path, tiny_model_dir, tiny
     probs = predictions["test"][["prob_negative", "prob_positive"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
 
-    from llmcls import load_classifier
-    from llmcls.export import export_model
+    from llmcls.serve import load_classifier
+    from llmcls.serve.export import export_model
 
     texts = pd.read_parquet(split_dir / "test.parquet")["text"].tolist()
     api = load_classifier(model_dir, base=tiny_base_dir)
@@ -108,7 +108,7 @@ def test_the_trainers_label_position_loss_equals_the_models_own(lm, tmp_path):
     model's own full-logit loss over the same labels."""
     from transformers import TrainingArguments
 
-    from llmcls.generative import ScoredTrainer
+    from llmcls.train.generative import ScoredTrainer
 
     frame = pd.DataFrame({"input_ids": [[1, 5, 9, 13, 8], [1, 7]], "label_id": [1, 0]})
     rows = lm_rows(frame, [[11], [20, 21]], eos_id=2)

@@ -8,9 +8,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from test_training import params_for, train
 
-from llmcls.head_init import fit_probe
-from llmcls.modeling import build_classifier
-from llmcls.preprocessing import LabelSet
+from llmcls.data.preprocess import LabelSet
+from llmcls.model.build import build_classifier
+from llmcls.train.head_init import fit_probe
 
 
 def linear_probs(weight, bias, features):
@@ -53,14 +53,14 @@ def test_warm_started_head_predicts_what_the_probe_predicts(tmp_path, tiny_model
     captured = {}
 
     def warm_start(model, head):
-        from llmcls.head_init import warm_start_head
+        from llmcls.train.head_init import warm_start_head
 
         captured.update(warm_start_head(model, head, sequences, label_ids, 0, 4, params.train.probe_C, 0))
 
     labels = LabelSet(("negative", "positive"))
     model = build_classifier(tiny_base_dir, labels, 0, params.model, params.train, warm_start=warm_start).eval()
     assert captured["method"] == "linear_probe" and captured["rows"] == len(sequences)
-    from llmcls.inference import predict_proba
+    from llmcls.model.inference import predict_proba
 
     probs = predict_proba(model, sequences, 0, 4)
     accuracy = float((probs.argmax(axis=1) == label_ids).mean())
@@ -83,7 +83,7 @@ def test_training_records_how_the_head_started(tmp_path, tiny_model_dir, tiny_ba
 
 
 def test_linear_head_has_a_bias_and_reloads_in_full_mode(tmp_path, tiny_model_dir, tiny_base_dir):
-    from llmcls.modeling import head_attribute, load_trained_model
+    from llmcls.model.build import head_attribute, load_trained_model
 
     _, out, _ = train(tmp_path, tiny_model_dir, tiny_base_dir, "full", **{"train.mode": "full", "train.max_steps": 2})
     model, _, _ = load_trained_model(out / "model", tiny_base_dir)
@@ -95,7 +95,7 @@ def test_linear_head_has_a_bias_and_reloads_in_full_mode(tmp_path, tiny_model_di
 def test_rows_of_one_class_keep_the_random_head():
     import torch
 
-    from llmcls.head_init import warm_start_head
+    from llmcls.train.head_init import warm_start_head
 
     head = torch.nn.Linear(4, 2)
     before = head.weight.detach().clone()

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from llmcls.inference import predict_proba
+from llmcls.model.inference import predict_proba
 
 
 class LastTokenModel(torch.nn.Module):

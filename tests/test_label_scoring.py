@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llmcls.label_scoring import label_log_likelihoods, label_token_ids, normalise
+from llmcls.evaluate.label_scoring import label_log_likelihoods, label_token_ids, normalise
 
 
 def by_hand(lm, prompt, label) -> float:
@@ -36,7 +36,7 @@ def test_batched_scores_match_the_hand_computation(lm):
 
 
 def test_the_prompt_runs_once_whatever_the_label_lengths(lm, monkeypatch):
-    import llmcls.label_scoring as scoring
+    import llmcls.evaluate.label_scoring as scoring
 
     seen = []
     real = scoring.map_batches
@@ -51,7 +51,7 @@ def test_the_prompt_runs_once_whatever_the_label_lengths(lm, monkeypatch):
 
 
 def test_label_texts_follow_the_prompt_with_a_space(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     ids = label_token_ids(tokenizer, ["great", "dull"])

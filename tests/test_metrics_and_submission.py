@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmcls.errors import LlmclsError
-from llmcls.metrics import full_report, summary_metrics
-from llmcls.submission import build_submission, check_submission
+from llmcls.core.errors import LlmclsError
+from llmcls.evaluate.metrics import full_report, summary_metrics
+from llmcls.evaluate.submission import build_submission, check_submission
 
 
 def test_summary_metrics_on_fixed_numbers():

@@ -3,8 +3,8 @@
 import pytest
 from conftest import ROOT, default_params
 
-from llmcls.errors import LlmclsError
-from llmcls.params import load_params, parse_params
+from llmcls.config.params import load_params, parse_params
+from llmcls.core.errors import LlmclsError
 
 
 def test_committed_params_load():

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import sentiment_frame, tiny_train_overrides, write_params
 from test_stages import invoke
 
-from llmcls.cli import main as llmcls_main
+from llmcls.cli.main import main as llmcls_main
 
 
 def llmcls(*args: str):
@@ -89,7 +89,7 @@ def test_predict_equals_evaluate_on_the_test_split(trained, monkeypatch):
 
 
 def test_python_api_and_max_rows(trained, monkeypatch):
-    from llmcls import load_classifier
+    from llmcls.serve import load_classifier
 
     monkeypatch.chdir(trained)
     classifier = load_classifier("models/classifier")
@@ -146,7 +146,7 @@ def test_export_predicts_the_same_without_the_repository(trained, tmp_path, monk
         [
             sys.executable,
             "-m",
-            "llmcls.cli",
+            "llmcls.cli.main",
             "predict",
             "--model",
             str(exported),

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmcls.catalog import dataset_spec
-from llmcls.errors import LlmclsError
-from llmcls.preprocessing import LabelSet, canonical_rows, encode_prompts, label_set
+from llmcls.config.catalog import dataset_spec
+from llmcls.core.errors import LlmclsError
+from llmcls.data.preprocess import LabelSet, canonical_rows, encode_prompts, label_set
 
 SST2 = dataset_spec("sst2")
 ARENA = dataset_spec("arena")
@@ -98,7 +98,7 @@ def test_test_label_outside_train_label_set():
 
 
 def test_encode_prompts_adds_token_columns(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     table = canonical_rows(SST2, pd.DataFrame({"sentence": ["good film", "bad film"], "label": [1, 0]}), "train", "t")
     labels = label_set(SST2, table)

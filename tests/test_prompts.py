@@ -2,8 +2,8 @@
 
 import pytest
 
-from llmcls.errors import LlmclsError
-from llmcls.prompts import PromptEncoder, compose_template, fair_budgets
+from llmcls.core.errors import LlmclsError
+from llmcls.data.prompt import PromptEncoder, compose_template, fair_budgets
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_compose_template_fills_class_labels():
 
 
 def test_long_text_is_cut_inside_the_template(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     template = 'Please carefully read the following reference text:"{text}", answer:'
@@ -50,7 +50,7 @@ def test_long_text_is_cut_inside_the_template(tiny_base_dir):
 
 
 def test_left_truncation_keeps_the_end(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     encoder = PromptEncoder(tokenizer, "T:{text}.", max_length=24, truncation_side="left")
@@ -60,7 +60,7 @@ def test_left_truncation_keeps_the_end(tiny_base_dir):
 
 
 def test_pairwise_fields_share_the_budget(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     encoder = PromptEncoder(tokenizer, "Q:{prompt}\nA:{response_a}\nB:{response_b}\nanswer:", max_length=48)
@@ -76,7 +76,7 @@ def test_pairwise_fields_share_the_budget(tiny_base_dir):
 
 
 def test_template_longer_than_max_length_is_an_error(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     with pytest.raises(LlmclsError, match="preprocess.max_length"):
         PromptEncoder(load_tokenizer(tiny_base_dir), "Please carefully read the following reference {text}", 16)
@@ -84,7 +84,7 @@ def test_template_longer_than_max_length_is_an_error(tiny_base_dir):
 
 def test_a_template_longer_than_max_length_still_gets_min_text_tokens(tiny_base_dir):
     """Many class names listed in the template: the text keeps its floor, the cue survives, the cap grows."""
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     template = "Read:{text}. Classes: " + ", ".join(f"class number {i}" for i in range(30)) + ". answer:"
@@ -99,9 +99,9 @@ def test_a_template_longer_than_max_length_still_gets_min_text_tokens(tiny_base_
 
 
 def test_a_long_class_list_is_left_out_of_the_prompt(tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
-    from llmcls.catalog import dataset_spec
-    from llmcls.preprocessing import LabelSet, class_list_fits, prompt_record
+    from llmcls.config.catalog import dataset_spec
+    from llmcls.data.preprocess import LabelSet, class_list_fits, prompt_record
+    from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)
     names = [f"category number {i}" for i in range(40)]

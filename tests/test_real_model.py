@@ -5,13 +5,13 @@ import json
 import pytest
 from conftest import default_params, sentiment_frame
 
-from llmcls.base_model import load_tokenizer, materialize
-from llmcls.catalog import dataset_spec, model_spec
-from llmcls.evaluation import evaluate_classifier
-from llmcls.outputs import write_json
-from llmcls.params import parse_params
-from llmcls.preprocessing import canonical_rows, encode_prompts, label_set, prompt_record
-from llmcls.training import train_classifier
+from llmcls.config.catalog import dataset_spec, model_spec
+from llmcls.config.params import parse_params
+from llmcls.core.outputs import write_json
+from llmcls.data.preprocess import canonical_rows, encode_prompts, label_set, prompt_record
+from llmcls.evaluate.classifier import evaluate_classifier
+from llmcls.model.base import load_tokenizer, materialize
+from llmcls.train.classifier import train_classifier
 
 pytestmark = pytest.mark.slow
 

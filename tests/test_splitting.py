@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from llmcls.errors import LlmclsError
-from llmcls.params import SplitParams
-from llmcls.splitting import make_splits
+from llmcls.config.params import SplitParams
+from llmcls.core.errors import LlmclsError
+from llmcls.data.split import make_splits
 
 
 def frame(counts: dict[str, int]) -> pd.DataFrame:

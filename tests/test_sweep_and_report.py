@@ -9,13 +9,21 @@ from click.testing import CliRunner
 from conftest import ROOT, default_params
 from dvc.utils.hydra import apply_overrides
 
-from llmcls import cli
-from llmcls.aggregate import PairedTest, Summary, comparisons, entries, group_entries, learning_curves, paired_test
-from llmcls.experiments import finished, parse_exp_show
-from llmcls.params import read_yaml
-from llmcls.report import build_report, generated_table
-from llmcls.seed_ensemble import PREDICTIONS, average, read_predictions, score
-from llmcls.sweep import experiment_name, flat_params, grid, override_value, plan
+from llmcls.cli import main as cli
+from llmcls.config.params import read_yaml
+from llmcls.experiments.aggregate import (
+    PairedTest,
+    Summary,
+    comparisons,
+    entries,
+    group_entries,
+    learning_curves,
+    paired_test,
+)
+from llmcls.experiments.report import build_report, generated_table
+from llmcls.experiments.runs import finished, parse_exp_show
+from llmcls.experiments.seed_ensemble import PREDICTIONS, average, read_predictions, score
+from llmcls.experiments.sweep import experiment_name, flat_params, grid, override_value, plan
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
 # The committed defaults, so these tests follow a change of the default model or train size.
@@ -386,13 +394,13 @@ def test_sweep_rejects_an_unknown_setting(monkeypatch):
 
 
 def test_sweep_reads_exponent_values_as_numbers():
-    from llmcls.sweep import parse_value
+    from llmcls.experiments.sweep import parse_value
 
     assert parse_value("5e-5") == 5e-05 and parse_value("all") is None and parse_value("false") is False
 
 
 def test_a_commit_whose_params_moved_on_after_its_repro_is_not_a_result():
-    from llmcls.experiments import lock_agrees
+    from llmcls.experiments.runs import lock_agrees
 
     run = parse_exp_show([row("c" * 40, params(dataset="zh-reviews"), 0.86, "2026-11-22T09:00:00")])[0]
     lock = "schema: '2.0'\nstages:\n  fetch:\n    params:\n      params.yaml:\n        dataset: sst2\n"
@@ -409,7 +417,7 @@ def test_a_commit_whose_params_moved_on_after_its_repro_is_not_a_result():
 
 
 def test_a_pinned_data_revision_is_part_of_a_runs_identity():
-    from llmcls.experiments import identity
+    from llmcls.experiments.runs import identity
 
     params = {"dataset": "sst2", "fetch.revision": "a" * 40, "fetch.sources": ("local",), "train.seed": 0}
     assert identity(params) == {"dataset": "sst2", "fetch.revision": "a" * 40, "train.seed": 0}

@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 from conftest import default_params, sentiment_frame, tiny_train_overrides
 
-from llmcls.catalog import dataset_spec
-from llmcls.evaluation import evaluate_classifier
-from llmcls.modeling import load_trained_model
-from llmcls.outputs import write_json
-from llmcls.params import parse_params
-from llmcls.preprocessing import canonical_rows, encode_prompts, label_set, prompt_record
-from llmcls.training import train_classifier
+from llmcls.config.catalog import dataset_spec
+from llmcls.config.params import parse_params
+from llmcls.core.outputs import write_json
+from llmcls.data.preprocess import canonical_rows, encode_prompts, label_set, prompt_record
+from llmcls.evaluate.classifier import evaluate_classifier
+from llmcls.model.build import load_trained_model
+from llmcls.train.classifier import train_classifier
 
 SST2 = dataset_spec("sst2")
 
 
 def make_split_dir(folder, tiny_base_dir):
-    from llmcls.base_model import load_tokenizer
+    from llmcls.model.base import load_tokenizer
 
     table = canonical_rows(SST2, sentiment_frame(24), "train", "memory")
     labels = label_set(SST2, table)
@@ -118,7 +118,7 @@ def test_best_checkpoint_is_kept_not_the_last(tmp_path, tiny_model_dir, tiny_bas
     ],
 )
 def test_step_floor_lifts_only_short_runs(tiny_model_dir, rows, min_steps, max_steps, processes, expected):
-    from llmcls.training import step_floor
+    from llmcls.train.classifier import step_floor
 
     params = params_for(tiny_model_dir, **{"train.min_steps": min_steps, "train.max_steps": max_steps})
     t = dataclasses.replace(params.train, batch_size=16, epochs=2.0)
@@ -126,7 +126,7 @@ def test_step_floor_lifts_only_short_runs(tiny_model_dir, rows, min_steps, max_s
 
 
 def test_step_floor_counts_token_budget_batches(tiny_model_dir):
-    from llmcls.training import step_floor
+    from llmcls.train.classifier import step_floor
 
     params = params_for(tiny_model_dir, **{"train.min_steps": 50, "train.max_tokens": 100, "train.max_steps": -1})
     t = dataclasses.replace(params.train, epochs=2.0)

@@ -8,12 +8,12 @@ import torch
 from conftest import default_params, tiny_train_overrides
 from test_training import params_for, train
 
-from llmcls.errors import LlmclsError
-from llmcls.evaluation import evaluate_classifier
-from llmcls.modeling import build_classifier, head_attribute, load_trained_model
-from llmcls.params import parse_params
-from llmcls.preprocessing import LabelSet
-from llmcls.training import class_weight_vector, train_classifier, weighted_loss
+from llmcls.config.params import parse_params
+from llmcls.core.errors import LlmclsError
+from llmcls.data.preprocess import LabelSet
+from llmcls.evaluate.classifier import evaluate_classifier
+from llmcls.model.build import build_classifier, head_attribute, load_trained_model
+from llmcls.train.classifier import class_weight_vector, train_classifier, weighted_loss
 
 LABELS = LabelSet(("negative", "positive"))
 

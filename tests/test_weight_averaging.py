@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 from test_training import make_split_dir, params_for, train
 from transformers import TrainerCallback
 
-from llmcls.base_model import load_tokenizer
-from llmcls.errors import LlmclsError
-from llmcls.modeling import build_classifier
-from llmcls.outputs import read_json
-from llmcls.params import parse_params
-from llmcls.preprocessing import LabelSet
-from llmcls.training import make_trainer, training_arguments
-from llmcls.weight_averaging import AVERAGE_STATE, LIVE_WEIGHTS, TailAverage, first_averaged_step
+from llmcls.config.params import parse_params
+from llmcls.core.errors import LlmclsError
+from llmcls.core.outputs import read_json
+from llmcls.data.preprocess import LabelSet
+from llmcls.model.base import load_tokenizer
+from llmcls.model.build import build_classifier
+from llmcls.train.classifier import make_trainer, training_arguments
+from llmcls.train.weight_averaging import AVERAGE_STATE, LIVE_WEIGHTS, TailAverage, first_averaged_step
 
 
 @pytest.mark.parametrize(

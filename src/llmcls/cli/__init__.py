@@ -1,0 +1,1 @@
+"""The `llmcls` command and what every stage script shares."""

@@ -1,0 +1,325 @@
+"""The `llmcls` command: `llmcls sweep` queues a grid of DVC experiments, `llmcls report` compares them,
+`llmcls setup` pins this machine's datasets folder."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmcls.config.params import load_params
+from llmcls.core.errors import LlmclsError
+from llmcls.experiments.aggregate import METRICS
+from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
+
+
+def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """An LlmclsError exits 1 with its one-line message instead of a traceback. (stage.stage does the same
+    for stages, but also silences transformers, which would cost this command a slow import.)"""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LlmclsError as err:
+            click.echo(f"llmcls: error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _values(text: str | None) -> list[Any] | None:
+    from llmcls.experiments.sweep import parse_value
+
+    return None if text is None else [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from llmcls.experiments.sweep import parse_value
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LlmclsError(f"--set {pair!r}: expected KEY=VALUE, e.g. preprocess.prompt_wrapping=false")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+@click.group()
+def main() -> None:
+    """Sweep and compare llmcls experiments (DVC experiments underneath)."""
+
+
+@main.command()
+@click.option("--seeds", default="0,42,123", show_default=True, help="train.seed values")
+@click.option("--datasets", help="dataset values, e.g. sst2,r8 [default: params.yaml's]")
+@click.option("--models", help="model.name values [default: params.yaml's]")
+@click.option("--modes", help="train.mode values, e.g. lora,full [default: params.yaml's]")
+@click.option("--train-sizes", help="split.train_size values, e.g. 100,500,1000,2000,all [default: params.yaml's]")
+@click.option("--set", "sets", multiple=True, help="KEY=VALUE applied to every point (repeatable)")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--start/--no-start", default=False, help="start the queue (dvc queue start) after queueing")
+@click.option("-j", "--jobs", default=1, show_default=True, help="experiments the queue runs at once")
+@click.option("--dry-run", is_flag=True, help="print the commands without running them")
+@clean_errors
+def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start, jobs, dry_run) -> None:
+    """Queue the grid seeds x datasets x models x modes x train sizes as DVC experiments.
+
+    Configurations that already ran, or are queued, are skipped; the exact dvc commands are printed.
+    """
+    from llmcls.experiments.sweep import flat_params, grid, plan
+
+    load_params(params_path)  # a broken params.yaml fails here, not in every queued experiment
+    reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
+    axes = {
+        "dataset": _values(datasets) or [reference["dataset"]],
+        "model.name": _values(models) or [reference["model.name"]],
+        "train.mode": _values(modes) or [reference["train.mode"]],
+        "split.train_size": _values(train_sizes) or [reference["split.train_size"]],
+        "train.seed": _values(seeds) or [reference["train.seed"]],
+    }
+    extra = _settings(sets)
+    unknown = [k for k in extra if k not in reference]
+    if unknown:
+        raise LlmclsError(f"--set: unknown params keys {unknown}")
+    planned = plan(grid(axes, extra), extra, reference, parse_exp_show(exp_show("all-commits")))
+    if not dry_run:
+        from llmcls.data.remotes import pin_datasets_folder
+
+        pin_datasets_folder()  # the queued copies read the datasets folder through this machine's config
+    queued = 0
+    for item in planned:
+        if item.skipped:
+            click.echo(f"# skip {item.name}: {item.skipped}")
+            continue
+        click.echo(shlex.join(item.command()))
+        queued += 1
+        if not dry_run:
+            _run(item.command())
+    if start and queued:
+        command = ["dvc", "queue", "start", "-j", str(jobs)]
+        click.echo(shlex.join(command))
+        if not dry_run:
+            _run(command)
+    click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
+
+
+@main.command()
+@clean_errors
+def setup() -> None:
+    """Pin this machine's datasets folder (the DVC remote `datasets`) in .dvc/config.local.
+
+    `make install` runs it; queued experiments need it, since they run in a copy of the project.
+    """
+    from llmcls.data.remotes import pin_datasets_folder
+
+    folder, action = pin_datasets_folder()
+    click.echo(f"datasets folder: {folder} ({action}); change it with `dvc remote add --local -f datasets DIR`")
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="a trained model folder (models/classifier) or one written by `llmcls export`",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV / TSV / TXT / JSON / JSONL / Parquet / Excel file of new texts",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="predictions: id, label (if the input has one), predicted, prob_<class> (.csv, .tsv, .jsonl, .parquet)",
+)
+@click.option(
+    "--base",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="base model of a LoRA adapter [default: models/base beside --model]",
+)
+@click.option(
+    "--text-columns",
+    help="the input's text columns, comma-separated, in the model's order [default: the training data's]",
+)
+@click.option("--id-column", help="the input's id column [default: the training data's, else the row number]")
+@click.option("--sep", help="column separator [default: by extension]")
+@click.option("--no-header", is_flag=True, help="the first line is data; name the columns with --names")
+@click.option("--names", help="column names, comma-separated (with --no-header)")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option(
+    "--bad-rows",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="skip: drop empty or malformed rows (listed) instead of stopping",
+)
+@click.option("--batch-size", type=int, help="rows per batch [default: the run's evaluate.batch_size]")
+@click.option("--max-rows", type=int, help="predict only the first N rows")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@clean_errors
+def predict(
+    model_dir,
+    input_path,
+    out,
+    base,
+    text_columns,
+    id_column,
+    sep,
+    no_header,
+    names,
+    encoding,
+    bad_rows,
+    batch_size,
+    max_rows,
+    device,
+) -> None:
+    """Classify the rows of a file with a trained or exported model (same prompt, truncation and labels as
+    training; the probabilities equal the evaluate stage's on the same rows)."""
+    from llmcls.serve.predict import predict_file
+
+    options: dict[str, Any] = {"encoding": encoding}
+    if sep:
+        options["sep"] = sep
+    if no_header:
+        options["header"] = None
+    if names:
+        options["names"] = _names(names)
+    summary = predict_file(
+        model_dir,
+        input_path,
+        out,
+        base=base,
+        text_columns=_names(text_columns),
+        id_column=id_column,
+        read=options,
+        bad_rows=bad_rows,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        device=device,
+    )
+    click.echo(summary)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    default="models/classifier",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="trained model folder",
+)
+@click.option(
+    "--base",
+    default="models/base",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="its base model (for a LoRA adapter)",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    default="metrics/eval.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the run's metrics, for the model card",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="the standalone folder")
+@clean_errors
+def export(model_dir, base, metrics_path, out) -> None:
+    """Write a standalone folder: LoRA merged into the base, safetensors, tokenizer, labels, prompt and a model
+    card. `llmcls predict` and transformers (trust_remote_code=True) load it without this repository."""
+    from llmcls.serve.export import export_model
+
+    result = export_model(model_dir, base, out, metrics_path)
+    click.echo(f"export: {model_dir} -> {out} ({result})")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _run(command: list[str]) -> None:
+    """Run a dvc command; its output goes to a file, not a pipe: `dvc queue start` leaves a worker behind
+    that inherits the output handles, and a pipe would keep this command waiting until the queue is empty."""
+    with tempfile.TemporaryFile(mode="w+") as output:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            output.seek(0)
+            raise LlmclsError(f"`{shlex.join(command)}` failed: {output.read().strip()}")
+
+
+@main.command()
+@click.option(
+    "--out",
+    default="metrics/report.md",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Markdown report; its figures go to the folder of the same name without .md",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(list(SCOPES)),
+    default="all-commits",
+    show_default=True,
+    help="which commits' experiments to read",
+)
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read saved `dvc exp show --json` output instead of running dvc",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(list(METRICS)),
+    default="accuracy",
+    show_default=True,
+    help="the metric that ranks, is tested and is plotted",
+)
+@click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the reference settings: bracketed variants are differences from these",
+)
+@clean_errors
+def report(out, scope, from_json, metric, params_path) -> None:
+    """Leaderboard (mean ± std over seeds), seed ensembles, paired significance tests, learning curves and best-run
+    figures."""
+    from llmcls.experiments.report import build_report
+    from llmcls.experiments.sweep import flat_params
+
+    rows = json.loads(from_json.read_text(encoding="utf-8")) if from_json else exp_show(scope)
+    runs = parse_exp_show(rows)
+    if not from_json:  # a commit whose params.yaml moved on after its last `dvc repro` is not a result
+        runs = [r for r in runs if r.baseline != r.rev or lock_agrees(r, file_at(r.rev, "dvc.lock"))]
+    runs = finished(runs)
+    if not from_json:
+        runs = with_run_logs(runs, lambda run, path: file_at(run.rev, path))
+    if not runs:
+        raise LlmclsError("no run with test metrics found: run `dvc repro` or `llmcls sweep --start` first")
+    reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
+    source = f"saved {from_json}" if from_json else f"dvc exp show --json {' '.join(SCOPES[scope])}".strip()
+    result = build_report(runs, reference, out, lambda run, path: file_at(run.rev, path), metric, source)
+    click.echo(f"report: {len(runs)} runs, {len(result['groups'])} configurations -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""What every stage script shares: one clean error line instead of a traceback, and quiet libraries."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmcls.core.errors import LlmclsError
+
+PathDir = click.Path(file_okay=False, path_type=Path)
+PathFile = click.Path(dir_okay=False, path_type=Path)
+
+params_option = click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="params file to read settings from",
+)
+
+
+def evaluation_outputs(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The three outputs every scoring stage writes (evaluate, prompt_only, baseline, ensemble)."""
+    options = [
+        click.option("--metrics", type=PathFile, required=True, help="summary metrics JSON"),
+        click.option("--report", type=PathFile, required=True, help="full report JSON (per class, confusion matrix)"),
+        click.option("--predictions", type=PathDir, required=True, help="folder for val.csv / test.csv predictions"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def stage(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a stage body; an LlmclsError exits 1 with its message (naming the file, row or key)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        try:
+            return func(*args, **kwargs)
+        except LlmclsError as err:
+            click.echo(f"llmcls: error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def run_log_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--run-log",
+        type=PathFile,
+        default=None,
+        help="JSON of timings and memory: a git-tracked log, not a DVC output or metric (they differ run to run)",
+    )(func)
+
+
+def rate(summary: dict[str, Any], seconds: float) -> dict[str, float]:
+    """The timing entries of a scoring stage's run log: wall time and rows scored per second."""
+    rows = sum(part["n"] for part in summary.values() if isinstance(part, dict) and "n" in part)
+    return {"seconds": seconds, "rows": rows, "samples_per_second": rows / max(seconds, 1e-9)}
+
+
+def write_run_log(path: Path | None, stats: dict[str, Any]) -> None:
+    """Timings and memory of a stage run, with the process's peak resident memory added."""
+    if path is not None:
+        import resource
+
+        from llmcls.core.outputs import write_json
+
+        write_json(path, stats | {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

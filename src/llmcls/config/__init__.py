@@ -1,0 +1,1 @@
+"""Settings: params.yaml as typed models, and the catalog of named datasets and models."""

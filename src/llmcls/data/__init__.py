@@ -1,0 +1,1 @@
+"""From files to token ids: reading tables, fetching, canonical rows, prompts, preprocessing, splits."""

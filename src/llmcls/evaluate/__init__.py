@@ -1,0 +1,1 @@
+"""Scoring predictions: metrics, the evaluate / prompt-only stages, generation, baseline, ensemble, submission."""

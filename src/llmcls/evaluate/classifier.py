@@ -1,0 +1,106 @@
+"""The evaluate stage's logic: class probabilities for val and test, metrics, per-example predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llmcls.core.devices import enable_fast_matmul, process_state
+from llmcls.core.outputs import read_json
+from llmcls.evaluate.scoring import SPLITS, score_split, score_splits
+from llmcls.model.base import load_tokenizer
+from llmcls.model.build import load_trained_model
+from llmcls.model.inference import predict_proba, predict_proba_parallel
+
+
+def swap_back(probs_swapped: np.ndarray, permutation: list[int]) -> np.ndarray:
+    """Probabilities predicted on A/B-swapped inputs, in the original class order: class i of the original
+    order is class permutation[i] of the swapped one (A wins <-> B wins, tie stays)."""
+    return probs_swapped[:, permutation]
+
+
+def label_targets(meta: dict[str, Any], tokenizer) -> list[list[int]] | None:
+    """A generative model's label texts as token ids (what it is scored on); None for a head."""
+    if meta.get("objective", "head") != "generative":
+        return None
+    from llmcls.evaluate.label_scoring import label_token_ids
+
+    return label_token_ids(tokenizer, meta["label_texts"])
+
+
+def class_probabilities(
+    model, meta: dict[str, Any], targets, sequences: list, batch_size: int, precision: str, device=None, progress=None
+) -> np.ndarray:
+    """Class probabilities of prompts: the head's softmax, or a generative model's scored label texts."""
+    if targets is None:
+        return predict_proba(model, sequences, meta["pad_token_id"], batch_size, precision, device, progress)
+    from llmcls.evaluate.label_scoring import scored_probabilities
+
+    return scored_probabilities(
+        model, sequences, targets, meta["pad_token_id"], batch_size, precision, device, progress
+    )
+
+
+def evaluate_classifier(
+    model_dir: Path,
+    base_dir: Path,
+    split_dir: Path,
+    batch_size: int,
+    quantize: str | None = None,
+    swap_tta: bool = False,
+    max_new_tokens: int = 16,
+    max_tokens: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
+    """Return (summary metrics, full report, predictions) for the val and test splits. Under
+    `accelerate launch` with several processes, the rows are shared out and every process gets the result.
+
+    With ``swap_tta`` on a pairwise dataset (labels.json has a swap_permutation), every row is also predicted
+    with its two responses traded; the swapped probabilities are mapped back and averaged with the originals,
+    and the metrics without this test-time augmentation are kept under `without_tta`.
+
+    A generative model (train.objective: generative) is scored by its label texts' likelihoods, and also
+    answers freely (greedy, ``max_new_tokens``): summary[split]["generated"] counts the answers in and not in
+    the label set, with metrics that count an answer outside it as wrong; the answers join the predictions.
+    ``max_tokens`` makes the head's batches token budgets (see inference.map_batches).
+    """
+    enable_fast_matmul()
+    model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
+    if not quantize:  # a quantised model was placed on its device when loaded
+        model.to(process_state().device)
+    permutation = read_json(split_dir / "labels.json").get("swap_permutation") if swap_tta else None
+
+    tokenizer = load_tokenizer(model_dir)
+    targets = label_targets(meta, tokenizer)
+
+    def predict(sequences: list) -> np.ndarray:
+        if targets is None:  # the head shares the rows out between `accelerate launch` processes
+            return predict_proba_parallel(
+                model, sequences, meta["pad_token_id"], batch_size, meta["precision"], max_tokens
+            )
+        return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
+
+    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
+    probs, plain = {}, {}
+    for split, frame in frames.items():
+        probs[split] = plain[split] = predict(frame["input_ids"].tolist())
+        if permutation:
+            swapped = swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)
+            probs[split] = (plain[split] + swapped) / 2
+    summary, report, predictions = score_splits(frames, probs, labels)
+    if targets is not None:
+        from llmcls.evaluate.label_scoring import generate_answers, generated_metrics
+
+        for split, frame in frames.items():
+            prompts = frame["input_ids"].tolist()
+            answers = generate_answers(model, prompts, tokenizer, max_new_tokens, batch_size, meta["precision"])
+            summary[split]["generated"] = generated_metrics(answers, meta["label_texts"], frame["label_id"].tolist())
+            predictions[split]["generated"] = answers
+    report["swap_tta"] = bool(permutation)
+    for split, frame in frames.items():
+        if permutation and split in report:
+            without, _ = score_split(frame, plain[split], labels)
+            summary[split]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
+    return summary, report, predictions

@@ -1,0 +1,1 @@
+"""Across runs: DVC experiment records, sweeps, aggregation over seeds, reports and plots."""

@@ -1,0 +1,1 @@
+"""The base model, classifier heads, building, saving and loading, and batched inference."""

@@ -1,0 +1,112 @@
+"""Batched class-probability prediction: longest-first batches, dynamic padding, inference mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import find_executable_batch_size
+
+from llmcls.core.devices import autocast_dtype, process_state
+from llmcls.model.batches import budget_batches
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch (not to max_length)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(np.asarray(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def map_batches(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    fn: Callable[[dict[str, torch.Tensor]], np.ndarray],
+    precision: str = "fp32",
+    device: torch.device | None = None,
+    progress: Callable[[int], Any] | None = None,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """``fn`` over padded batches of ``sequences`` (on the model's device, in inference mode), one output row
+    per sequence, in input order. Sorting by length (longest first, so memory peaks at once) keeps padding
+    near zero; the order is restored before returning.
+
+    A batch holds ``batch_size`` rows, or with ``max_tokens`` as many rows as fit in that many padded tokens
+    (short rows in big batches, long rows in small ones). That is where it starts: when a batch runs out of
+    memory, accelerate shrinks it (x0.9) and starts over, so the largest batch that fits is used.
+    ``progress(n)`` is told of every n rows done.
+    """
+    device = device or next(model.parameters()).device
+    lengths = [len(s) for s in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: -lengths[i])
+    dtype = autocast_dtype(precision)
+
+    @find_executable_batch_size(starting_batch_size=max_tokens or batch_size)
+    def run(size: int) -> list[np.ndarray]:
+        batches = (
+            budget_batches(lengths, size, order)
+            if max_tokens
+            else [order[start : start + size] for start in range(0, len(order), size)]
+        )
+        out: list[np.ndarray] = []
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            for rows in batches:
+                batch = pad_batch([sequences[i] for i in rows], pad_id)
+                out.append(fn({k: v.to(device) for k, v in batch.items()}))
+                if progress is not None:
+                    progress(len(out[-1]))
+        return out
+
+    out = run() if order else []
+    rows = np.concatenate(out) if out else np.zeros((0, 0))
+    restored = np.empty_like(rows)
+    restored[order] = rows
+    return restored
+
+
+def predict_proba(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+    progress: Callable[[int], Any] | None = None,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Class probabilities in input order (see map_batches for batching)."""
+
+    def probabilities(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+
+    return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device, progress, max_tokens)
+
+
+def predict_proba_parallel(
+    model,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str,
+    max_tokens: int | None = None,
+):
+    """predict_proba with the rows shared between the processes of `accelerate launch` (one process: all
+    rows here); every process gets all probabilities back, in input order."""
+    from accelerate.utils import gather_object
+
+    state = process_state()
+    if state.num_processes == 1:
+        return predict_proba(model, sequences, pad_id, batch_size, precision, max_tokens=max_tokens)
+    with state.split_between_processes(list(range(len(sequences)))) as mine:
+        probs = predict_proba(model, [sequences[i] for i in mine], pad_id, batch_size, precision, max_tokens=max_tokens)
+        parts = gather_object([(list(mine), probs)])
+    rows = {i: p for indices, part in parts for i, p in zip(indices, part, strict=True)}
+    return np.stack([rows[i] for i in range(len(sequences))])

@@ -1,0 +1,252 @@
+"""Classify new texts with a trained or exported model: `llmcls predict` and its Python API.
+
+A model folder carries everything training used to read a row: prompt.json (the composed template, its
+truncation, which columns hold the text and the label), labels.json and llmcls.json (precision, batch size,
+pad token). New rows are encoded exactly as the test split was, so the probabilities equal evaluate's.
+
+    from llmcls.serve import load_classifier
+    classifier = load_classifier("models/classifier")
+    classifier.predict_proba(["a gripping, funny film", "two hours I will not get back"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llmcls.config.catalog import DatasetSpec
+from llmcls.core.devices import enable_fast_matmul, resolve_precision
+from llmcls.core.errors import LlmclsError, fail_on
+from llmcls.core.outputs import read_json, staged_file
+from llmcls.data.preprocess import PROMPT, BadRow, LabelSet, canonical_rows, encode_table, reader_spec, swap_permutation
+from llmcls.data.tables import missing_columns, read_table
+from llmcls.evaluate.classifier import class_probabilities, label_targets, swap_back
+from llmcls.evaluate.scoring import prediction_table
+from llmcls.model.base import load_tokenizer
+from llmcls.model.build import LABELS, META, load_trained_model
+
+Texts = Sequence[str] | Sequence[Mapping[str, Any]] | pd.DataFrame
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off for a block (its load report lists the llmcls head's keys as unexpected,
+    before llmcls puts that head in place)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def pick_device(device: str) -> torch.device:
+    """auto: the GPU where there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LlmclsError(f"device {device!r}: this machine has no CUDA GPU")
+    return torch.device(device)
+
+
+@dataclass
+class TextClassifier:
+    """A loaded model with its prompt, labels and inference settings."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    labels: LabelSet
+    prompt: dict[str, Any]
+    meta: dict[str, Any]
+    device: torch.device
+    batch_size: int
+    precision: str
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        return reader_spec(self.prompt)
+
+    @cached_property
+    def targets(self) -> list[list[int]] | None:
+        """A generative model's label texts as token ids; None for a classification head."""
+        return label_targets(self.meta, self.tokenizer)
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The columns the prompt reads, as the training data named them."""
+        return list(self.spec.fields.values())
+
+    def rows(
+        self,
+        frame: pd.DataFrame,
+        origin: str = "input",
+        skipped: list[BadRow] | None = None,
+        id_column: str | None = None,
+    ) -> pd.DataFrame:
+        """Canonical rows (id, text fields, label if the frame has the training label column) of a raw table,
+        with the stages' errors for a missing column or a bad row (or, given ``skipped``, bad rows dropped).
+        Ids come from ``id_column``, else the training data's id column, else the row number."""
+        spec = dataclasses.replace(self.spec, id_column=id_column) if id_column else self.spec
+        required = self.text_columns + ([spec.id_column] if spec.id_column else [])
+        fail_on(missing_columns(frame, required, origin), f"{origin}: not the columns the model reads")
+        return canonical_rows(spec, frame, "input", origin, skipped, self.labels)
+
+    def probabilities(
+        self, rows: pd.DataFrame, swap_tta: bool | None = None, progress: Callable[[int], Any] | None = None
+    ) -> np.ndarray:
+        """Class probabilities of canonical rows. A pairwise model also scores each row with its two responses
+        traded and averages both (``swap_tta``; default: what the run's evaluate stage did)."""
+        encoded = encode_table(rows, self.prompt, self.tokenizer)
+
+        def run(column: str) -> np.ndarray:
+            sequences = encoded[column].tolist()
+            return class_probabilities(
+                self.model, self.meta, self.targets, sequences, self.batch_size, self.precision, self.device, progress
+            )
+
+        probs = run("input_ids")
+        permutation = self.tta_permutation(swap_tta)
+        if permutation:
+            probs = (probs + swap_back(run("input_ids_swapped"), permutation)) / 2
+        return probs
+
+    def tta_permutation(self, swap_tta: bool | None = None) -> list[int] | None:
+        """The class permutation of A/B-swapped inputs when they are scored too: a pairwise model, and
+        ``swap_tta`` (default: what the run's evaluate stage did); else None."""
+        if swap_tta is None:
+            swap_tta = bool(self.meta["params"]["evaluate"]["swap_tta"])
+        return swap_permutation(self.spec, self.labels) if swap_tta else None
+
+    def frame(self, texts: Texts) -> pd.DataFrame:
+        """A raw table from API input: plain strings (a model reading one text column) or row mappings."""
+        if isinstance(texts, pd.DataFrame):
+            return texts
+        texts = list(texts)
+        if all(isinstance(t, str) for t in texts):
+            if len(self.text_columns) != 1:
+                raise LlmclsError(f"this model reads the columns {self.text_columns}: pass one mapping per row")
+            return pd.DataFrame({self.text_columns[0]: texts})
+        return pd.DataFrame.from_records(texts)
+
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        """(rows x classes) probabilities, classes in ``self.labels.names`` order."""
+        return self.probabilities(self.rows(self.frame(texts)))
+
+    def predict(self, texts: Texts) -> list[str]:
+        """The most probable class name of each text."""
+        return [self.labels.names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def predict_table(
+        self,
+        frame: pd.DataFrame,
+        origin: str = "input",
+        skipped: list[BadRow] | None = None,
+        id_column: str | None = None,
+        progress: Callable[[int], Any] | None = None,
+    ) -> pd.DataFrame:
+        """evaluate's prediction layout: id, label (empty when the input has none), predicted, prob_<class>."""
+        rows = self.rows(frame, origin, skipped, id_column)
+        return prediction_table(rows, self.probabilities(rows, progress=progress), self.labels)
+
+
+def load_classifier(
+    path: str | Path,
+    base: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = None,
+) -> TextClassifier:
+    """Load a model folder: a trained one (models/classifier; a LoRA adapter finds its base beside it in
+    models/base unless ``base`` says otherwise) or one written by `llmcls export` (no base needed).
+    ``batch_size`` and ``precision`` default to the run's own (evaluate.batch_size, the precision trained in)."""
+    path = Path(path)
+    for required in (META, PROMPT, LABELS):
+        if not (path / required).is_file():
+            raise LlmclsError(f"{path}: not an llmcls model folder ({required} missing; trained with an older llmcls?)")
+    enable_fast_matmul()
+    with quiet_transformers():  # a standalone folder's head keys do not fit the architecture's: expected
+        # A standalone folder (full fine-tune, export) needs no base; an adapter's lies beside it by default.
+        model, labels, meta = load_trained_model(path, base or path.parent / "base")
+    target = pick_device(device)
+    return TextClassifier(
+        model=model.to(target),
+        tokenizer=load_tokenizer(path),
+        labels=labels,
+        prompt=read_json(path / PROMPT),
+        meta=meta,
+        device=target,
+        batch_size=batch_size or meta["params"]["evaluate"]["batch_size"],
+        precision=resolve_precision(precision) if precision else meta["precision"],
+    )
+
+
+WRITERS: dict[str, Callable[[pd.DataFrame, Path], Any]] = {
+    ".csv": lambda frame, path: frame.to_csv(path, index=False),
+    ".tsv": lambda frame, path: frame.to_csv(path, sep="\t", index=False),
+    ".jsonl": lambda frame, path: frame.to_json(path, orient="records", lines=True, force_ascii=False),
+    ".parquet": lambda frame, path: frame.to_parquet(path, index=False),
+}
+
+
+def predict_file(
+    model_dir: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    base: str | Path | None = None,
+    text_columns: list[str] | None = None,
+    id_column: str | None = None,
+    read: dict[str, Any] | None = None,
+    bad_rows: str = "error",
+    batch_size: int | None = None,
+    max_rows: int | None = None,
+    device: str = "auto",
+) -> str:
+    """`llmcls predict`: one output row per input row (bad rows skipped only when asked), written all or
+    nothing. ``text_columns`` names the input's text columns when they differ from the training data's;
+    ``read`` holds reader options (sep, header, names, encoding). Returns a one-line summary."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    writer = WRITERS.get(out.suffix.lower())
+    if writer is None:
+        raise LlmclsError(f"--out {out}: write predictions as one of {sorted(WRITERS)}")
+    classifier = load_classifier(model_dir, base, device, batch_size)
+    frame = read_table(input_path, read)
+    if max_rows is not None:
+        frame = frame.head(max_rows)
+    if text_columns:
+        if len(text_columns) != len(classifier.text_columns):
+            raise LlmclsError(
+                f"--text-columns {text_columns}: the model reads {len(classifier.text_columns)} text "
+                f"column(s) ({classifier.text_columns})"
+            )
+        fail_on(missing_columns(frame, text_columns, str(input_path)), f"{input_path}: --text-columns not found")
+        frame = frame.drop(columns=[c for c in classifier.text_columns if c in frame.columns and c not in text_columns])
+        frame = frame.rename(columns=dict(zip(text_columns, classifier.text_columns, strict=True)))
+    skipped: list[BadRow] | None = [] if bad_rows == "skip" else None
+    passes = 2 if classifier.tta_permutation() else 1
+    with tqdm(total=len(frame) * passes, desc="predict", unit="row", disable=None) as bar:
+        table = classifier.predict_table(frame, str(input_path), skipped, id_column, progress=bar.update)
+    with staged_file(out) as tmp:
+        writer(table, tmp)
+    summary = f"predict: {len(table)} rows -> {out} ({classifier.device}, {classifier.precision})"
+    if skipped:
+        shown = "; ".join(str(b) for b in skipped[:5])
+        summary += f"; skipped {len(skipped)} bad row(s): {shown}" + (" ..." if len(skipped) > 5 else "")
+    if table["label"].notna().all() and len(table):
+        summary += f"; accuracy against the input's labels {(table['label'] == table['predicted']).mean():.4f}"
+    return summary
