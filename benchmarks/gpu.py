@@ -3,7 +3,7 @@
 The model is built from a config with the real dimensions (random weights) and saved as a local base folder,
 so the train path is the project's own: `build_classifier` (LoRA / QLoRA / full, the frozen base in the
 compute dtype per `train.base_precision`), `training_arguments` + `make_trainer` (token-budget or row
-batches, our loss), and evaluate's `predict_proba`. The same batches then run through a plain PyTorch loop
+batches, our loss), and evaluate's `head_probabilities`. The same batches then run through a plain PyTorch loop
 (AdamW, autocast, no Trainer) for the Trainer-vs-loop ratio. Rows are random token ids with SST-2's prompt
 lengths (mean ~38 tokens) or a fixed `--seq-len`.
 
@@ -20,7 +20,6 @@ peak memory of each phase. `--profile` prints the Trainer steps' top operators (
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import sys
@@ -165,10 +164,11 @@ def trainer_phase(params, base_dir: Path, train_frame, steps: int, warmup: int, 
     import torch
     from transformers import TrainerCallback, set_seed
 
+    from llmcls.core.artifacts import LabelSet
     from llmcls.core.devices import resolve_precision
-    from llmcls.data.preprocess import LabelSet
     from llmcls.model.build import build_classifier
-    from llmcls.train.classifier import make_trainer, training_arguments, weighted_loss
+    from llmcls.train.losses import weighted_loss
+    from llmcls.train.trainer import make_trainer, training_arguments
 
     set_seed(params.train.seed)
     reset_memory()
@@ -228,8 +228,8 @@ def plain_phase(params, base_dir: Path, batches, warmup: int, n: int, peak, prec
     """The same batches through a bare loop: forward under autocast, cross-entropy, backward, AdamW."""
     import torch
 
+    from llmcls.core.artifacts import LabelSet
     from llmcls.core.devices import autocast_dtype, process_state
-    from llmcls.data.preprocess import LabelSet
     from llmcls.model.build import build_classifier
 
     torch.manual_seed(params.train.seed)
@@ -261,20 +261,22 @@ def plain_phase(params, base_dir: Path, batches, warmup: int, n: int, peak, prec
 
 
 def eval_phase(model, params, frame, n: int, peak, precision: str) -> dict[str, Any]:
-    """evaluate's predict_proba over ``frame`` (LoRA merged, as evaluate loads it); 2N FLOPs a token."""
+    """evaluate's head_probabilities over ``frame`` (LoRA merged, as evaluate loads it); 2N FLOPs a token."""
     from llmcls.core.devices import process_state
-    from llmcls.model.inference import predict_proba
+    from llmcls.model.inference import head_probabilities
 
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
         model = model.merge_and_unload()
     model = on_device(model, process_state().device).eval()
     sequences = frame["input_ids"].tolist()
     e = params.evaluate
-    predict_proba(model, sequences[: min(len(sequences), 64)], PAD_ID, e.batch_size, precision, max_tokens=e.max_tokens)
+    head_probabilities(
+        model, sequences[: min(len(sequences), 64)], PAD_ID, e.batch_size, precision, max_tokens=e.max_tokens
+    )
     reset_memory()
     sync()
     start = time.perf_counter()
-    predict_proba(model, sequences, PAD_ID, e.batch_size, precision, max_tokens=e.max_tokens)
+    head_probabilities(model, sequences, PAD_ID, e.batch_size, precision, max_tokens=e.max_tokens)
     sync()
     result = rates(int(frame["length"].sum()), len(frame), time.perf_counter() - start, n, peak)
     result["mfu"] = result["mfu"] / 3 if result["mfu"] is not None else None  # forward only: 2N, not 6N
@@ -315,9 +317,9 @@ def main(shape, params_path, mode, batch_size, max_tokens, base_precision, gradi
         "gradient_checkpointing": gradient_checkpointing,
         "torch_compile": torch_compile,
     }
-    train = dataclasses.replace(params.train, **{k: v for k, v in changes.items() if v is not None})
-    evaluate = dataclasses.replace(params.evaluate, max_tokens=max_tokens or params.evaluate.max_tokens)
-    params = dataclasses.replace(params, train=train, evaluate=evaluate)
+    train = params.train.replace(**{k: v for k, v in changes.items() if v is not None})
+    evaluate = params.evaluate.replace(max_tokens=max_tokens or params.evaluate.max_tokens)
+    params = params.replace(train=train, evaluate=evaluate)
     cuda = torch.cuda.is_available()
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)

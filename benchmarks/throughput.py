@@ -7,7 +7,7 @@
     fp32; evaluation in dataset order, padded the same way, under `torch.no_grad`, batch = train batch.
 (b) llmcls: the train stage's own Trainer settings (`training_arguments` / `make_trainer`: dynamic padding,
     length-grouped batches, bf16 autocast where the hardware runs it fast) and the evaluate stage's
-    `predict_proba` (longest-first batches, dynamic padding, `inference_mode`, LoRA merged, eval batch size).
+    `head_probabilities` (longest-first batches, dynamic padding, `inference_mode`, LoRA merged, eval batch size).
 Both start from the same seed and train the same number of optimizer steps with the same LoRA, learning rate
 and batch size. Each variant runs in its own process, so its peak memory is its own, and the two processes
 take turns: only one computes at any moment, and they swap every `--turn-steps` optimizer steps and every
@@ -143,13 +143,13 @@ def run_variant(
     from transformers import DataCollatorWithPadding, TrainerCallback, set_seed
 
     from llmcls.config.params import load_params
+    from llmcls.core.artifacts import LabelSet
     from llmcls.core.devices import resolve_precision, use_all_cpu_cores
     from llmcls.core.outputs import read_json
-    from llmcls.data.preprocess import LabelSet
     from llmcls.model.base import load_tokenizer
     from llmcls.model.build import build_classifier
-    from llmcls.model.inference import predict_proba
-    from llmcls.train.classifier import make_trainer, training_arguments
+    from llmcls.model.inference import head_probabilities
+    from llmcls.train.trainer import make_trainer, training_arguments
 
     turns = TURNS
     assert turns is not None, "run_variant runs in a pool started with _share_turns"
@@ -199,7 +199,9 @@ def run_variant(
             if seed_style:
                 parts.append(seed_style_predict(model, rows, tokenizer.pad_token_id, width, params.train.batch_size))
             else:
-                parts.append(predict_proba(model, rows, tokenizer.pad_token_id, params.evaluate.batch_size, precision))
+                parts.append(
+                    head_probabilities(model, rows, tokenizer.pad_token_id, params.evaluate.batch_size, precision)
+                )
             eval_s += time.perf_counter() - start
     except BaseException:
         turns.start.abort()  # the other variant must not wait at the start for a process that is gone

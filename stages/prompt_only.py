@@ -14,7 +14,7 @@ from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
 from llmcls.core.devices import resolve_precision
 from llmcls.core.outputs import read_json
-from llmcls.evaluate.label_scoring import evaluate_prompt_only
+from llmcls.evaluate.prompt_only import evaluate_prompt_only
 from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 
 

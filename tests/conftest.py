@@ -40,11 +40,10 @@ NEGATIVE = [
 
 def custom_params(**settings):
     """params.yaml's `custom` section with ``settings`` over it (the file holds the only defaults)."""
-    import dataclasses
 
     from llmcls.config.params import load_params
 
-    return dataclasses.replace(load_params(ROOT / "params.yaml").custom, **settings)
+    return load_params(ROOT / "params.yaml").custom.replace(**settings)
 
 
 def sentiment_frame(n_per_class: int = 30) -> pd.DataFrame:

@@ -7,10 +7,12 @@ from conftest import default_params, sentiment_frame
 
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import parse_params
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import write_json
-from llmcls.data.preprocess import LabelSet, swap_permutation, swapped_fields
-from llmcls.evaluate.baseline import class_probabilities, plain_texts, run_baseline, tfidf_classifier
+from llmcls.data.prompt import swapped_fields
+from llmcls.data.rows import swap_permutation
+from llmcls.evaluate.baseline import all_class_probabilities, plain_texts, run_baseline, tfidf_classifier
 from llmcls.evaluate.classifier import swap_back
 from llmcls.evaluate.ensemble import fit_weight, run_ensemble
 from llmcls.evaluate.scoring import PROB_PREFIX, prediction_table
@@ -47,7 +49,7 @@ def test_baseline_learns_a_separable_task(tmp_path):
 def test_baseline_gives_zero_to_classes_it_never_saw():
     params = parse_params(default_params()).baseline
     pipeline = tfidf_classifier(params).fit(["good film", "bad film", "great film", "awful film"], [0, 2, 0, 2])
-    probs = class_probabilities(pipeline, ["good", "awful"], 3)
+    probs = all_class_probabilities(pipeline, ["good", "awful"], 3)
     assert probs.shape == (2, 3) and (probs[:, 1] == 0).all()
     assert np.allclose(probs.sum(axis=1), 1)
 

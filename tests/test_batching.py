@@ -1,6 +1,5 @@
 """Token-budget batches (train.max_tokens, evaluate.max_tokens) and LoRA's frozen base in the compute dtype."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -9,10 +8,12 @@ import pytest
 import torch
 from test_training import params_for, train
 
-from llmcls.data.preprocess import LabelSet
-from llmcls.model.batches import TokenBudgetSampler, budget_batches, cut
-from llmcls.model.build import build_classifier, frozen_base_dtype, load_trained_model
-from llmcls.model.inference import predict_proba
+from llmcls.core.artifacts import LabelSet
+from llmcls.model.batches import budget_batches, cut
+from llmcls.model.build import build_classifier, frozen_base_dtype
+from llmcls.model.inference import head_probabilities
+from llmcls.model.store import load_trained_model
+from llmcls.train.sampler import TokenBudgetSampler
 
 LENGTHS = [5, 30, 12, 12, 7, 30, 3, 12, 50, 9, 12, 4]
 
@@ -50,8 +51,8 @@ def test_token_budget_predictions_equal_row_batches(tmp_path, tiny_model_dir, ti
     model, _, meta = load_trained_model(out / "model", tiny_base_dir)
     rng = np.random.default_rng(0)
     sequences = [rng.integers(3, 200, size=n).tolist() for n in rng.integers(3, 40, size=30)]
-    rows = predict_proba(model, sequences, meta["pad_token_id"], 8)
-    budget = predict_proba(model, sequences, meta["pad_token_id"], 8, max_tokens=64)
+    rows = head_probabilities(model, sequences, meta["pad_token_id"], 8)
+    budget = head_probabilities(model, sequences, meta["pad_token_id"], 8, max_tokens=64)
     np.testing.assert_allclose(budget, rows, atol=1e-5)
 
 
@@ -79,7 +80,7 @@ def test_training_on_token_budget_batches_counts_its_optimizer_steps(tmp_path, t
 def test_the_loss_is_a_per_row_mean_over_the_optimizer_step():
     """Uneven token-budget batches of one optimizer step: with the step's row count (what the Trainer passes as
     num_items_in_batch), their summed losses are the mean over all its rows, not a mean of batch means."""
-    from llmcls.train.classifier import weighted_loss
+    from llmcls.train.losses import weighted_loss
 
     loss = weighted_loss(None, 0.0)
     logits = torch.randn(7, 3)
@@ -101,7 +102,7 @@ def test_the_loss_is_a_per_row_mean_over_the_optimizer_step():
 )
 def test_frozen_base_dtype(tiny_model_dir, mode, base_precision, precision, expected):
     params = params_for(tiny_model_dir, **{"train.mode": mode, "train.base_precision": base_precision})
-    assert frozen_base_dtype(dataclasses.replace(params.train, precision=precision)) == expected
+    assert frozen_base_dtype(params.train.replace(precision=precision)) == expected
 
 
 def test_a_bf16_frozen_base_trains_fp32_adapter_and_head_and_evaluates(tmp_path, tiny_model_dir, tiny_base_dir):
@@ -134,7 +135,8 @@ def test_one_optimizer_step_over_uneven_token_batches_follows_the_per_row_mean_g
     from test_training import make_split_dir
 
     from llmcls.model.base import load_tokenizer
-    from llmcls.train.classifier import make_trainer, training_arguments, weighted_loss
+    from llmcls.train.losses import weighted_loss
+    from llmcls.train.trainer import make_trainer, training_arguments
 
     changes = {"train.max_tokens": 150, "train.lora.dropout": 0.0, "train.gradient_accumulation_steps": 2}
     params = params_for(tiny_model_dir, **changes)

@@ -82,7 +82,7 @@ def test_dvc_overhead_runs_the_pipeline_bare_and_under_dvc(tiny_model_dir):
 
 def test_gpu_benchmark_runs_the_project_path_on_a_tiny_shape_on_cpu(tmp_path):
     """benchmarks/gpu.py on the tiny shape: the Trainer path with token-budget batches, evaluate's
-    predict_proba and the bare loop on the same batches, written as JSON."""
+    head_probabilities and the bare loop on the same batches, written as JSON."""
     from click.testing import CliRunner
 
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -12,9 +12,10 @@ from test_label_scoring import by_hand
 from test_training import train
 from transformers import AutoModelForCausalLM
 
-from llmcls.data.preprocess import LabelSet
+from llmcls.core.artifacts import LabelSet
 from llmcls.evaluate.classifier import evaluate_classifier
-from llmcls.evaluate.label_scoring import answer_class, generate_answers, generated_metrics, scored_probabilities
+from llmcls.evaluate.generation import answer_class, generate_answers, generated_metrics
+from llmcls.evaluate.label_scoring import scored_probabilities
 from llmcls.train.generative import IGNORE, label_texts, lm_rows
 
 

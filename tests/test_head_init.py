@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from test_training import params_for, train
 
-from llmcls.data.preprocess import LabelSet
+from llmcls.core.artifacts import LabelSet
 from llmcls.model.build import build_classifier
 from llmcls.train.head_init import fit_probe
 
@@ -60,9 +60,9 @@ def test_warm_started_head_predicts_what_the_probe_predicts(tmp_path, tiny_model
     labels = LabelSet(("negative", "positive"))
     model = build_classifier(tiny_base_dir, labels, 0, params.model, params.train, warm_start=warm_start).eval()
     assert captured["method"] == "linear_probe" and captured["rows"] == len(sequences)
-    from llmcls.model.inference import predict_proba
+    from llmcls.model.inference import head_probabilities
 
-    probs = predict_proba(model, sequences, 0, 4)
+    probs = head_probabilities(model, sequences, 0, 4)
     accuracy = float((probs.argmax(axis=1) == label_ids).mean())
     # The LoRA adapter starts as the identity, so the wrapped model reads the probe's features unchanged.
     assert accuracy == pytest.approx(captured["probe_train_accuracy"])
@@ -83,7 +83,8 @@ def test_training_records_how_the_head_started(tmp_path, tiny_model_dir, tiny_ba
 
 
 def test_linear_head_has_a_bias_and_reloads_in_full_mode(tmp_path, tiny_model_dir, tiny_base_dir):
-    from llmcls.model.build import head_attribute, load_trained_model
+    from llmcls.model.heads import head_attribute
+    from llmcls.model.store import load_trained_model
 
     _, out, _ = train(tmp_path, tiny_model_dir, tiny_base_dir, "full", **{"train.mode": "full", "train.max_steps": 2})
     model, _, _ = load_trained_model(out / "model", tiny_base_dir)

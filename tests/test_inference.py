@@ -1,9 +1,9 @@
-"""predict_proba: batching by length must not change results or their order; out-of-memory shrinks the batch."""
+"""head_probabilities: batching by length must not change results or their order; out-of-memory shrinks the batch."""
 
 import numpy as np
 import torch
 
-from llmcls.model.inference import predict_proba
+from llmcls.model.inference import head_probabilities
 
 
 class LastTokenModel(torch.nn.Module):
@@ -34,7 +34,7 @@ def expected(sequences):
 
 def test_results_come_back_in_input_order_whatever_the_batch():
     for batch_size in (1, 2, 64):
-        probs = predict_proba(LastTokenModel(), SEQUENCES, pad_id=0, batch_size=batch_size)
+        probs = head_probabilities(LastTokenModel(), SEQUENCES, pad_id=0, batch_size=batch_size)
         np.testing.assert_allclose(probs, expected(SEQUENCES), rtol=1e-5)
 
 
@@ -48,12 +48,12 @@ def test_batches_are_longest_first_and_padded_to_their_longest():
         return original(input_ids, attention_mask)
 
     model.forward = spy
-    predict_proba(model, SEQUENCES, pad_id=0, batch_size=2)
+    head_probabilities(model, SEQUENCES, pad_id=0, batch_size=2)
     assert seen == [6, 3, 1]  # lengths 6,4 | 3,2 | 1: no batch padded beyond its longest row
 
 
 def test_out_of_memory_shrinks_the_batch_until_it_fits():
     model = LastTokenModel(max_batch=3)
-    probs = predict_proba(model, SEQUENCES, pad_id=0, batch_size=5)
+    probs = head_probabilities(model, SEQUENCES, pad_id=0, batch_size=5)
     np.testing.assert_allclose(probs, expected(SEQUENCES), rtol=1e-5)
     assert model.batch_sizes == [5, 4, 3, 2]  # 5 and 4 refused (x0.9 each time), then 3 + the last 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llmcls.evaluate.label_scoring import label_log_likelihoods, label_token_ids, normalise
+from llmcls.evaluate.label_scoring import label_log_likelihoods, label_token_ids, scored_probabilities
 
 
 def by_hand(lm, prompt, label) -> float:
@@ -30,7 +30,7 @@ def test_batched_scores_match_the_hand_computation(lm):
     scores = label_log_likelihoods(lm, prompts, labels, pad_id=0, batch_size=3)
     expected = np.array([[by_hand(lm, p, label) for label in labels] for p in prompts])
     np.testing.assert_allclose(scores, expected, atol=1e-4)
-    probs = normalise(scores)
+    probs = scored_probabilities(lm, prompts, labels, pad_id=0, batch_size=3, precision="fp32")
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(probs, np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True), atol=1e-4)
 

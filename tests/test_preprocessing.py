@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from llmcls.config.catalog import dataset_spec
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
-from llmcls.data.preprocess import LabelSet, canonical_rows, encode_prompts, label_set
+from llmcls.data.prompt import encode_prompts
+from llmcls.data.rows import canonical_rows, label_set
 
 SST2 = dataset_spec("sst2")
 ARENA = dataset_spec("arena")

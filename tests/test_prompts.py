@@ -100,7 +100,8 @@ def test_a_template_longer_than_max_length_still_gets_min_text_tokens(tiny_base_
 
 def test_a_long_class_list_is_left_out_of_the_prompt(tiny_base_dir):
     from llmcls.config.catalog import dataset_spec
-    from llmcls.data.preprocess import LabelSet, class_list_fits, prompt_record
+    from llmcls.core.artifacts import LabelSet
+    from llmcls.data.prompt import class_list_fits, prompt_record
     from llmcls.model.base import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base_dir)

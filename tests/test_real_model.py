@@ -8,7 +8,8 @@ from conftest import default_params, sentiment_frame
 from llmcls.config.catalog import dataset_spec, model_spec
 from llmcls.config.params import parse_params
 from llmcls.core.outputs import write_json
-from llmcls.data.preprocess import canonical_rows, encode_prompts, label_set, prompt_record
+from llmcls.data.prompt import encode_prompts, prompt_record
+from llmcls.data.rows import canonical_rows, label_set
 from llmcls.evaluate.classifier import evaluate_classifier
 from llmcls.model.base import load_tokenizer, materialize
 from llmcls.train.classifier import train_classifier

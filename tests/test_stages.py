@@ -145,13 +145,13 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
         ({"dataset": "imdb"}, "dataset: unknown 'imdb'"),
         ({"model.name": "gpt-9"}, "model.name: unknown model 'gpt-9'"),
         ({"train.learning_rate": -0.001}, "train.learning_rate: -0.001 must be > 0"),
-        ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 must be between 0 and 1"),
-        ({"train.mode": "half"}, "train.mode: 'half' is not one of ['lora', 'qlora', 'full']"),
+        ({"split.val_fraction": 1.5}, "split.val_fraction: 1.5 must be < 1"),
+        ({"train.mode": "half"}, "train.mode: 'half' is not one of 'lora', 'qlora' or 'full'"),
         ({"custom.header": False}, "custom.names: a file with header: false needs its column names"),
         ({"custom.encoding": "klingon"}, "custom.encoding: unknown encoding 'klingon'"),
         ({"custom.label_pattern": "^[A-Z]+:"}, "custom.label_pattern: '^[A-Z]+:' must have exactly one (group)"),
         ({"custom.label_pattern": "(["}, "custom.label_pattern: '([' is not a regular expression"),
-        ({"preprocess.bad_rows": "ignore"}, "preprocess.bad_rows: 'ignore' is not one of ['error', 'skip']"),
+        ({"preprocess.bad_rows": "ignore"}, "preprocess.bad_rows: 'ignore' is not one of 'error' or 'skip'"),
     ],
 )
 def test_invalid_params(tmp_path, monkeypatch, overrides, expected):

@@ -1,6 +1,5 @@
 """Training and evaluation on a tiny random Llama: LoRA and full fine-tuning, reload, reproducibility."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -11,9 +10,10 @@ from conftest import default_params, sentiment_frame, tiny_train_overrides
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import parse_params
 from llmcls.core.outputs import write_json
-from llmcls.data.preprocess import canonical_rows, encode_prompts, label_set, prompt_record
+from llmcls.data.prompt import encode_prompts, prompt_record
+from llmcls.data.rows import canonical_rows, label_set
 from llmcls.evaluate.classifier import evaluate_classifier
-from llmcls.model.build import load_trained_model
+from llmcls.model.store import load_trained_model
 from llmcls.train.classifier import train_classifier
 
 SST2 = dataset_spec("sst2")
@@ -118,18 +118,18 @@ def test_best_checkpoint_is_kept_not_the_last(tmp_path, tiny_model_dir, tiny_bas
     ],
 )
 def test_step_floor_lifts_only_short_runs(tiny_model_dir, rows, min_steps, max_steps, processes, expected):
-    from llmcls.train.classifier import step_floor
+    from llmcls.train.trainer import step_floor
 
     params = params_for(tiny_model_dir, **{"train.min_steps": min_steps, "train.max_steps": max_steps})
-    t = dataclasses.replace(params.train, batch_size=16, epochs=2.0)
+    t = params.train.replace(batch_size=16, epochs=2.0)
     assert step_floor(t, [10] * rows, processes) == expected
 
 
 def test_step_floor_counts_token_budget_batches(tiny_model_dir):
-    from llmcls.train.classifier import step_floor
+    from llmcls.train.trainer import step_floor
 
     params = params_for(tiny_model_dir, **{"train.min_steps": 50, "train.max_tokens": 100, "train.max_steps": -1})
-    t = dataclasses.replace(params.train, epochs=2.0)
+    t = params.train.replace(epochs=2.0)
     # 100 rows of 10 tokens: 10 rows a batch, 10 batches an epoch, 20 steps: lifted to 50.
     assert step_floor(t, [10] * 100, 1) == 50
     # 100-token rows go one a batch: 200 steps already, whatever batch_size says.

@@ -9,11 +9,14 @@ from conftest import default_params, tiny_train_overrides
 from test_training import params_for, train
 
 from llmcls.config.params import parse_params
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
-from llmcls.data.preprocess import LabelSet
 from llmcls.evaluate.classifier import evaluate_classifier
-from llmcls.model.build import build_classifier, head_attribute, load_trained_model
-from llmcls.train.classifier import class_weight_vector, train_classifier, weighted_loss
+from llmcls.model.build import build_classifier
+from llmcls.model.heads import head_attribute
+from llmcls.model.store import load_trained_model
+from llmcls.train.classifier import train_classifier
+from llmcls.train.losses import class_weight_vector, weighted_loss
 
 LABELS = LabelSet(("negative", "positive"))
 

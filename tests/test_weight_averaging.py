@@ -13,12 +13,12 @@ from test_training import make_split_dir, params_for, train
 from transformers import TrainerCallback
 
 from llmcls.config.params import parse_params
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json
-from llmcls.data.preprocess import LabelSet
 from llmcls.model.base import load_tokenizer
 from llmcls.model.build import build_classifier
-from llmcls.train.classifier import make_trainer, training_arguments
+from llmcls.train.trainer import make_trainer, training_arguments
 from llmcls.train.weight_averaging import AVERAGE_STATE, LIVE_WEIGHTS, TailAverage, first_averaged_step
 
 

@@ -17,9 +17,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from llmcls.config.catalog import DatasetSpec
 from llmcls.config.params import BaselineParams
-from llmcls.core.outputs import read_json
-from llmcls.data.preprocess import LabelSet
-from llmcls.evaluate.scoring import SPLITS, score_splits
+from llmcls.core.artifacts import SplitFolder
+from llmcls.evaluate.scoring import score_splits
 
 
 def plain_texts(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
@@ -46,7 +45,7 @@ def tfidf_classifier(params: BaselineParams) -> Pipeline:
     return Pipeline([("features", features), ("model", model)])
 
 
-def class_probabilities(pipeline: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:
+def all_class_probabilities(pipeline: Pipeline, texts: list[str], n_classes: int) -> np.ndarray:
     """Probabilities for every class id, also the ones absent from the training rows (probability 0)."""
     probs = np.zeros((len(texts), n_classes))
     if texts:
@@ -58,12 +57,13 @@ def run_baseline(
     spec: DatasetSpec, params: BaselineParams, split_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Fit on the train split, score val and test: (summary metrics, full report, predictions)."""
-    labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
-    train = pd.read_parquet(split_dir / "train.parquet")
+    split = SplitFolder(split_dir)
+    labels = split.labels
+    train = split.frame("train")
     pipeline = tfidf_classifier(params).fit(plain_texts(train, spec), train["label_id"].to_numpy())
-    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
+    frames = split.frames()
     probs = {
-        split: class_probabilities(pipeline, plain_texts(f, spec), len(labels.names)) for split, f in frames.items()
+        name: all_class_probabilities(pipeline, plain_texts(f, spec), len(labels.names)) for name, f in frames.items()
     }
     summary, report, predictions = score_splits(frames, probs, labels)
     summary["features"] = int(len(pipeline.named_steps["features"].get_feature_names_out()))

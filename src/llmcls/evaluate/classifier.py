@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from llmcls.core.artifacts import SplitFolder
 from llmcls.core.devices import enable_fast_matmul, process_state
-from llmcls.core.outputs import read_json
-from llmcls.evaluate.scoring import SPLITS, score_split, score_splits
+from llmcls.evaluate.scoring import score_split, score_splits
 from llmcls.model.base import load_tokenizer
-from llmcls.model.build import load_trained_model
-from llmcls.model.inference import predict_proba, predict_proba_parallel
+from llmcls.model.inference import head_probabilities, head_probabilities_parallel
+from llmcls.model.store import load_trained_model
 
 
 def swap_back(probs_swapped: np.ndarray, permutation: list[int]) -> np.ndarray:
@@ -36,12 +37,32 @@ def class_probabilities(
 ) -> np.ndarray:
     """Class probabilities of prompts: the head's softmax, or a generative model's scored label texts."""
     if targets is None:
-        return predict_proba(model, sequences, meta["pad_token_id"], batch_size, precision, device, progress)
+        return head_probabilities(model, sequences, meta["pad_token_id"], batch_size, precision, device, progress)
     from llmcls.evaluate.label_scoring import scored_probabilities
 
     return scored_probabilities(
         model, sequences, targets, meta["pad_token_id"], batch_size, precision, device, progress
     )
+
+
+def with_swapped(predict: Callable[[list], np.ndarray], frame: pd.DataFrame, permutation: list[int] | None):
+    """(probabilities, the plain ones): with a permutation, the mean of the plain and the A/B-swapped
+    predictions mapped back (pairwise test-time augmentation); else the plain ones twice."""
+    plain = predict(frame["input_ids"].tolist())
+    if not permutation:
+        return plain, plain
+    return (plain + swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)) / 2, plain
+
+
+def add_generated(summary, predictions, frames, model, tokenizer, meta, max_new_tokens: int, batch_size: int):
+    """A generative model's free answers: counted in the summary, written beside the predictions."""
+    from llmcls.evaluate.generation import generate_answers, generated_metrics
+
+    for split, frame in frames.items():
+        prompts = frame["input_ids"].tolist()
+        answers = generate_answers(model, prompts, tokenizer, max_new_tokens, batch_size, meta["precision"])
+        summary[split]["generated"] = generated_metrics(answers, meta["label_texts"], frame["label_id"].tolist())
+        predictions[split]["generated"] = answers
 
 
 def evaluate_classifier(
@@ -70,37 +91,25 @@ def evaluate_classifier(
     model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
     if not quantize:  # a quantised model was placed on its device when loaded
         model.to(process_state().device)
-    permutation = read_json(split_dir / "labels.json").get("swap_permutation") if swap_tta else None
-
+    split = SplitFolder(split_dir)
+    permutation = split.swap_permutation if swap_tta else None
     tokenizer = load_tokenizer(model_dir)
     targets = label_targets(meta, tokenizer)
 
     def predict(sequences: list) -> np.ndarray:
         if targets is None:  # the head shares the rows out between `accelerate launch` processes
-            return predict_proba_parallel(
-                model, sequences, meta["pad_token_id"], batch_size, meta["precision"], max_tokens
-            )
+            pad = meta["pad_token_id"]
+            return head_probabilities_parallel(model, sequences, pad, batch_size, meta["precision"], max_tokens)
         return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
 
-    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
-    probs, plain = {}, {}
-    for split, frame in frames.items():
-        probs[split] = plain[split] = predict(frame["input_ids"].tolist())
-        if permutation:
-            swapped = swap_back(predict(frame["input_ids_swapped"].tolist()), permutation)
-            probs[split] = (plain[split] + swapped) / 2
-    summary, report, predictions = score_splits(frames, probs, labels)
+    frames = split.frames()
+    both = {name: with_swapped(predict, frame, permutation) for name, frame in frames.items()}
+    summary, report, predictions = score_splits(frames, {name: p for name, (p, _) in both.items()}, labels)
     if targets is not None:
-        from llmcls.evaluate.label_scoring import generate_answers, generated_metrics
-
-        for split, frame in frames.items():
-            prompts = frame["input_ids"].tolist()
-            answers = generate_answers(model, prompts, tokenizer, max_new_tokens, batch_size, meta["precision"])
-            summary[split]["generated"] = generated_metrics(answers, meta["label_texts"], frame["label_id"].tolist())
-            predictions[split]["generated"] = answers
+        add_generated(summary, predictions, frames, model, tokenizer, meta, max_new_tokens, batch_size)
     report["swap_tta"] = bool(permutation)
-    for split, frame in frames.items():
-        if permutation and split in report:
-            without, _ = score_split(frame, plain[split], labels)
-            summary[split]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
+    for name, frame in frames.items():
+        if permutation and name in report:
+            without, _ = score_split(frame, both[name][1], labels)
+            summary[name]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
     return summary, report, predictions

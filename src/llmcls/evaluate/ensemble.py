@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
+from llmcls.core.artifacts import SCORED_SPLITS, LabelSet, SplitFolder
 from llmcls.core.errors import LlmclsError
-from llmcls.core.outputs import read_json
-from llmcls.data.preprocess import LabelSet
-from llmcls.evaluate.scoring import PROB_PREFIX, SPLITS, is_labelled, score_splits
+from llmcls.evaluate.scoring import PROB_PREFIX, is_labelled, score_splits
 
 FIT = "fit"
 GRID = np.round(np.linspace(0, 1, 21), 2)
@@ -48,10 +47,11 @@ def run_ensemble(
     llm_dir: Path, baseline_dir: Path, split_dir: Path, llm_weight: float | str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Blend the two models' val / test predictions: (summary metrics, full report, predictions)."""
-    labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
-    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
-    llm = {s: read_probabilities(llm_dir / f"{s}.csv", frames[s], labels) for s in SPLITS}
-    base = {s: read_probabilities(baseline_dir / f"{s}.csv", frames[s], labels) for s in SPLITS}
+    split = SplitFolder(split_dir)
+    labels = split.labels
+    frames = split.frames()
+    llm = {s: read_probabilities(llm_dir / f"{s}.csv", frames[s], labels) for s in SCORED_SPLITS}
+    base = {s: read_probabilities(baseline_dir / f"{s}.csv", frames[s], labels) for s in SCORED_SPLITS}
     if llm_weight == FIT:
         val = frames["val"]
         if not is_labelled(val):
@@ -59,7 +59,7 @@ def run_ensemble(
         weight = fit_weight(llm["val"], base["val"], val["label_id"].to_numpy())
     else:
         weight = float(llm_weight)
-    blend = {s: weight * llm[s] + (1 - weight) * base[s] for s in SPLITS}
+    blend = {s: weight * llm[s] + (1 - weight) * base[s] for s in SCORED_SPLITS}
     summary, report, predictions = score_splits(frames, blend, labels)
     summary |= {"llm_weight": weight, "fitted": llm_weight == FIT}
     report["llm_weight"] = weight

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+from scipy.special import softmax
 
-from llmcls.core.devices import autocast_dtype, enable_fast_matmul, process_state
-from llmcls.core.outputs import read_json
-from llmcls.data.preprocess import LabelSet
-from llmcls.evaluate.metrics import macro_prf
-from llmcls.evaluate.scoring import SPLITS, score_splits
-from llmcls.model.base import load_tokenizer
 from llmcls.model.inference import map_batches
 
 
@@ -89,15 +82,6 @@ def label_log_likelihoods(
     return map_batches(lm, list(prompts), pad_id, batch_size, read, precision, device, progress)
 
 
-def normalise(log_likelihoods: np.ndarray) -> np.ndarray:
-    """Class probabilities: a softmax over the label set of the summed log-likelihoods."""
-    # In float64: float32 rows sum to 1 only within ~1e-7, and by how much depends on the CPU's kernels.
-    scores = np.asarray(log_likelihoods, dtype=np.float64)
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
 def scored_probabilities(
     lm: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -112,92 +96,6 @@ def scored_probabilities(
     # Keep a batch near 16k tokens (the cache of a multi-token label is copied once per pass).
     longest = max((len(p) for p in prompts), default=1)
     size = max(1, min(batch_size, 16384 // longest))
-    return normalise(label_log_likelihoods(lm, prompts, targets, pad_id, size, precision, device, progress))
-
-
-def evaluate_prompt_only(
-    base_dir: Path, split_dir: Path, label_texts: list[str], batch_size: int, precision: str
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
-    """(summary, report, predictions) of the base model with no fine-tuning: each class's probability is its
-    label text's likelihood after the prompt (the same prompt the classifier reads), normalised over the
-    classes. The row that shows what fine-tuning adds."""
-    from llmcls.model.build import base_lm
-
-    enable_fast_matmul()
-    tokenizer = load_tokenizer(base_dir)
-    lm = base_lm(base_dir).to(process_state().device).eval()
-    labels = LabelSet.from_json(read_json(split_dir / "labels.json"))
-    targets = label_token_ids(tokenizer, label_texts)
-    frames = {split: pd.read_parquet(split_dir / f"{split}.parquet") for split in SPLITS}
-    probs = {
-        split: scored_probabilities(
-            lm, frame["input_ids"].tolist(), targets, tokenizer.pad_token_id, batch_size, precision
-        )
-        for split, frame in frames.items()
-    }
-    return score_splits(frames, probs, labels)
-
-
-def generate_answers(
-    lm: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    tokenizer,
-    max_new_tokens: int,
-    batch_size: int,
-    precision: str,
-    device: torch.device | None = None,
-) -> list[str]:
-    """Greedy answers after each prompt (the generated mode), batched with the KV cache; prompts are padded
-    on the left here, as batched generation needs. Longest first, input order restored."""
-    device = device or next(lm.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    dtype = autocast_dtype(precision)
-    pad = tokenizer.pad_token_id
-    answers: dict[int, str] = {}
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, width - len(prompts[i]) :] = torch.as_tensor(np.asarray(prompts[i]), dtype=torch.long)
-                mask[r, width - len(prompts[i]) :] = 1
-            out = lm.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            for r, i in enumerate(rows):
-                answers[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-    return [answers[i] for i in range(len(prompts))]
-
-
-def answer_class(answer: str, label_texts: Sequence[str]) -> int:
-    """The class an answer names: its first line, stripped, equal to a label text (case-insensitive); -1 for an
-    answer outside the label set."""
-    words = answer.strip().split("\n")[0].strip().casefold()
-    return next((c for c, text in enumerate(label_texts) if words == text.strip().casefold()), -1)
-
-
-def generated_metrics(answers: Sequence[str], label_texts: Sequence[str], truth: Sequence[int]) -> dict[str, Any]:
-    """The generated mode's numbers: how many answers are in the label set and how many are not, and accuracy
-    and macro P / R / F1 that count an answer outside the set as wrong."""
-    predicted = np.array([answer_class(a, label_texts) for a in answers])
-    truth = np.asarray(truth)
-    inside = int((predicted >= 0).sum())
-    summary: dict[str, Any] = {"in_label_set": inside, "not_in_label_set": len(predicted) - inside}
-    summary["in_label_set_share"] = inside / max(len(predicted), 1)
-    if len(truth) and (truth >= 0).all():
-        p, r, f1 = macro_prf(truth, predicted)
-        summary |= {
-            "accuracy": float((predicted == truth).mean()),
-            "precision_macro": p,
-            "recall_macro": r,
-            "f1_macro": f1,
-        }
-    return summary
+    scores = label_log_likelihoods(lm, prompts, targets, pad_id, size, precision, device, progress)
+    # In float64: float32 rows sum to 1 only within ~1e-7, and by how much depends on the CPU's kernels.
+    return softmax(np.asarray(scores, dtype=np.float64), axis=1)

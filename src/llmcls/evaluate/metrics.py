@@ -18,12 +18,6 @@ from sklearn.metrics import (
 GREATER_IS_BETTER = {"accuracy": True, "f1_macro": True, "log_loss": False}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
     """Macro precision / recall / F1 over the classes that occur, true or predicted (a negative prediction,
     an answer outside the label set, is wrong but no class). A class with no rows in the split and never

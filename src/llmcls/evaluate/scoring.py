@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmcls.core.artifacts import SCORED_SPLITS, LabelSet
 from llmcls.core.outputs import write_csv, write_json
-from llmcls.data.preprocess import LabelSet
 from llmcls.evaluate.metrics import full_report
 
 PROB_PREFIX = "prob_"
-SPLITS = ("val", "test")
 
 
 def prediction_table(frame: pd.DataFrame, probs, labels: LabelSet) -> pd.DataFrame:
@@ -80,6 +79,6 @@ def shown_metrics(summary: dict[str, Any]) -> str:
     """One line per split of the headline numbers, for a stage's log."""
     return "\n".join(
         f"{split}: " + str({k: round(v, 4) for k, v in summary[split].items() if isinstance(v, float)})
-        for split in SPLITS
+        for split in SCORED_SPLITS
         if split in summary
     )

@@ -74,7 +74,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def normalise(params: Mapping[str, Any]) -> dict[str, Any]:
+def normalise_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Flattened params; an older run's `model: <name>` (before `model` became a section) reads as model.name."""
     flat = flatten(params)
     if "model" in flat:
@@ -155,7 +155,7 @@ def _run(state: Mapping[str, Any], name: str | None, baseline: str | None, statu
         baseline=baseline,
         timestamp=data.get("timestamp"),
         state=status,
-        params=BEFORE_KEY_EXISTED | normalise(params),
+        params=BEFORE_KEY_EXISTED | normalise_params(params),
         metrics=_files(data, "metrics"),
     )
 
@@ -194,7 +194,7 @@ def lock_agrees(run: Run, lock_text: str | None) -> bool:
         return True
     recorded: dict[str, Any] = {}
     for stage in (read_yaml(lock_text) or {}).get("stages", {}).values():
-        recorded |= normalise(flatten((stage.get("params") or {}).get(PARAMS_FILE) or {}))
+        recorded |= normalise_params(flatten((stage.get("params") or {}).get(PARAMS_FILE) or {}))
     return all(run.params[k] == v for k, v in recorded.items() if k in run.params)
 
 

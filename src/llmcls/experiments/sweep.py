@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from llmcls.config.params import read_yaml
-from llmcls.experiments.runs import Run, normalise, same_config
+from llmcls.experiments.runs import Run, normalise_params, same_config
 
 # Grid axes in naming order: (params key, short name prefix).
 AXES = (("dataset", ""), ("model.name", ""), ("train.mode", ""), ("split.train_size", "n"), ("train.seed", "s"))
@@ -103,7 +103,7 @@ def plan(
     taken = {r.name for r in runs if r.name}
     planned = []
     for point in points:
-        params = dict(reference) | normalise(dict(point))
+        params = dict(reference) | normalise_params(dict(point))
         name = experiment_name(point, extra)
         match = next((r for r in live if same_config(params, r.params)), None)
         if match is None and name in taken:
@@ -119,4 +119,4 @@ def plan(
 
 def flat_params(text: str) -> dict[str, Any]:
     """params.yaml text, flattened to dotted keys."""
-    return normalise(read_yaml(text))
+    return normalise_params(read_yaml(text))

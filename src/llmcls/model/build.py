@@ -1,14 +1,8 @@
-"""Sequence-classification models over a base LLM: LoRA / QLoRA adapters (peft) or full fine-tuning, with
-the model's own linear score head or an MLP head.
-
-The classifier folder is self-describing: adapter or weights (the head included), tokenizer, `labels.json`
-and `llmcls.json` (the resolved params, the base model record and the precision used), so evaluate needs
-nothing else.
-"""
+"""Building models over a base LLM: a sequence classifier with llmcls's head, or the causal LM of the generative
+objective, each as LoRA / QLoRA adapters (peft) or for full fine-tuning."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,61 +11,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.config.params import ModelParams, QloraParams, TrainParams
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.devices import autocast_dtype, process_state, resolve_precision
 from llmcls.core.errors import LlmclsError
-from llmcls.core.outputs import read_json, write_json
-from llmcls.data.preprocess import PROMPT, LabelSet
 from llmcls.model.base import weights_location
-
-META = "llmcls.json"
-LABELS = "labels.json"
-HEAD_WEIGHTS = "head.safetensors"  # the head of a fully fine-tuned model (not the base architecture's score layer)
-
-
-def head_attribute(model: torch.nn.Module) -> str:
-    """The name of the classification head: `score` for decoder LLMs, `classifier` for encoders."""
-    for name in ("score", "classifier"):
-        if isinstance(getattr(model, name, None), torch.nn.Module):
-            return name
-    raise LlmclsError(f"{type(model).__name__}: no `score` or `classifier` head to replace")
-
-
-def mlp_head(hidden: int, num_labels: int, dropout: float) -> torch.nn.Sequential:
-    """hidden -> 512 -> 256 -> classes with ReLU and dropout, Xavier-initialised (the seed-001 head)."""
-    head = torch.nn.Sequential(
-        torch.nn.Linear(hidden, 512),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(dropout),
-        torch.nn.Linear(512, 256),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(dropout),
-        torch.nn.Linear(256, num_labels),
-    )
-    for layer in head:
-        if isinstance(layer, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(layer.weight)
-            torch.nn.init.zeros_(layer.bias)
-    return head
-
-
-def linear_head(hidden: int, num_labels: int) -> torch.nn.Linear:
-    """hidden -> classes with a bias (the architectures' own score layers have none): a warm-started head
-    needs the probe's intercept, and an imbalanced dataset its class priors."""
-    head = torch.nn.Linear(hidden, num_labels, bias=True)
-    torch.nn.init.normal_(head.weight, std=0.02)  # the score layers' own initialiser range
-    torch.nn.init.zeros_(head.bias)
-    return head
-
-
-def install_head(model: torch.nn.Module, head: str, dropout: float) -> torch.nn.Module:
-    """Put the configured head (params `model.head`) on ``model``. The model's pooler still picks the last
-    non-pad token, so the head sees that token's hidden state either way."""
-    name = head_attribute(model)
-    current = getattr(model, name)
-    hidden, num_labels = current.in_features, current.out_features
-    new = mlp_head(hidden, num_labels, dropout) if head == "mlp" else linear_head(hidden, num_labels)
-    setattr(model, name, new.to(current.weight.device))
-    return model
+from llmcls.model.heads import head_attribute, install_head
 
 
 def quantization_config(train: TrainParams):
@@ -127,7 +71,7 @@ def load_settings(quantization, dtype: torch.dtype = torch.float32) -> dict[str,
     return {"quantization_config": quantization, "dtype": compute, "device_map": {"": process_state().device}}
 
 
-def _base_classifier(
+def base_classifier(
     base_dir: str | Path,
     labels: LabelSet,
     pad_token_id: int,
@@ -162,8 +106,8 @@ def build_classifier(
     head)`` may set the head from the frozen base before any adapter wraps it (LoRA starts as the identity,
     so the base's features are the adapted model's first features)."""
     quantization = quantization_config(train)
-    head = dataclasses.asdict(model)
-    classifier = _base_classifier(base_dir, labels, pad_token_id, head, quantization, frozen_base_dtype(train))
+    head = model.to_dict()
+    classifier = base_classifier(base_dir, labels, pad_token_id, head, quantization, frozen_base_dtype(train))
     if warm_start is not None:
         warm_start(classifier, getattr(classifier, head_attribute(classifier)))
     if train.mode == "full":
@@ -223,70 +167,3 @@ def build_generative(base_dir: str | Path, train: TrainParams) -> torch.nn.Modul
     quantization = quantization_config(train)
     lm = base_lm(base_dir, quantization, frozen_base_dtype(train))
     return lm if train.mode == "full" else with_adapter(lm, train, TaskType.CAUSAL_LM, quantization is not None)
-
-
-def save_classifier(
-    model, tokenizer, labels: LabelSet, meta: dict[str, Any], prompt: dict[str, Any], out_dir: str | Path
-) -> None:
-    """Weights or adapter, tokenizer, labels.json, llmcls.json and prompt.json (how to encode a new text)."""
-    out_dir = Path(out_dir)
-    write_json(out_dir / PROMPT, prompt)
-    model.save_pretrained(out_dir)
-    if meta["mode"] == "full" and meta.get("objective", "head") == "head":
-        from safetensors.torch import save_file
-
-        head = getattr(model, head_attribute(model))
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, out_dir / HEAD_WEIGHTS)
-    tokenizer.save_pretrained(out_dir)
-    write_json(out_dir / LABELS, labels.to_json())
-    write_json(out_dir / META, meta)
-
-
-def is_standalone(meta: dict[str, Any]) -> bool:
-    """Whether a model folder holds all its weights: a full fine-tune, or an export (LoRA merged in)."""
-    return meta["mode"] == "full" or "export" in meta
-
-
-def load_trained_model(
-    model_dir: str | Path, base_dir: str | Path | None, quantize: str | None = None
-) -> tuple[torch.nn.Module, LabelSet, dict[str, Any]]:
-    """Reload a saved classifier for inference. LoRA adapters are merged into the base for speed, unless the
-    base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate. A standalone
-    folder (full fine-tune, export) needs no ``base_dir``."""
-    model_dir = Path(model_dir)
-    meta = read_json(model_dir / META)
-    labels = LabelSet.from_json(read_json(model_dir / LABELS))
-    head = meta["params"]["model"]
-    quantization = None
-    if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
-        settings = QloraParams(**(meta["params"]["train"]["qlora"] | {"bits": int(quantize[0])}))
-        quantization = bitsandbytes_config(settings, f"evaluate.quantize: {quantize}")
-    generative = meta.get("objective", "head") == "generative"
-    if is_standalone(meta):
-        from transformers import AutoModelForCausalLM
-
-        extra = {"quantization_config": quantization} if quantization else {}
-        if meta["base_model"].get("trust_remote_code"):
-            extra["trust_remote_code"] = True
-        auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
-        model = auto.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra)
-        if not generative:  # a causal LM writes its label; a classifier's own head is put in place
-            from safetensors.torch import load_file
-
-            install_head(model, head["head"], head["head_dropout"])
-            getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
-    else:
-        from peft import PeftModel
-
-        if base_dir is None or not Path(base_dir).is_dir():
-            raise LlmclsError(
-                f"{model_dir} holds a LoRA adapter, which needs its base model folder (models/base after "
-                f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
-            )
-        if generative:
-            base = base_lm(base_dir, quantization)
-        else:
-            base = _base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
-        model = PeftModel.from_pretrained(base, model_dir)
-        model = model if quantization else model.merge_and_unload()
-    return model.eval(), labels, meta

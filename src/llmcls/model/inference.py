@@ -8,19 +8,18 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import find_executable_batch_size
+from torch.nn.utils.rnn import pad_sequence
 
 from llmcls.core.devices import autocast_dtype, process_state
 from llmcls.model.batches import budget_batches
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence in the batch (not to max_length)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(np.asarray(seq), dtype=torch.long)
-        mask[row, : len(seq)] = 1
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (not to max_length): on the right for classification and
+    label scoring (the pooler reads the last non-pad token), on the left for batched generation."""
+    rows = [torch.as_tensor(np.asarray(seq), dtype=torch.long) for seq in sequences]
+    ids = pad_sequence(rows, batch_first=True, padding_value=pad_id, padding_side=side)
+    mask = pad_sequence([torch.ones_like(row) for row in rows], batch_first=True, padding_value=0, padding_side=side)
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -72,7 +71,7 @@ def map_batches(
     return restored
 
 
-def predict_proba(
+def head_probabilities(
     model: torch.nn.Module,
     sequences: Sequence[Sequence[int]],
     pad_id: int,
@@ -90,7 +89,7 @@ def predict_proba(
     return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device, progress, max_tokens)
 
 
-def predict_proba_parallel(
+def head_probabilities_parallel(
     model,
     sequences: Sequence[Sequence[int]],
     pad_id: int,
@@ -98,15 +97,17 @@ def predict_proba_parallel(
     precision: str,
     max_tokens: int | None = None,
 ):
-    """predict_proba with the rows shared between the processes of `accelerate launch` (one process: all
+    """head_probabilities with the rows shared between the processes of `accelerate launch` (one process: all
     rows here); every process gets all probabilities back, in input order."""
     from accelerate.utils import gather_object
 
     state = process_state()
     if state.num_processes == 1:
-        return predict_proba(model, sequences, pad_id, batch_size, precision, max_tokens=max_tokens)
+        return head_probabilities(model, sequences, pad_id, batch_size, precision, max_tokens=max_tokens)
     with state.split_between_processes(list(range(len(sequences)))) as mine:
-        probs = predict_proba(model, [sequences[i] for i in mine], pad_id, batch_size, precision, max_tokens=max_tokens)
+        probs = head_probabilities(
+            model, [sequences[i] for i in mine], pad_id, batch_size, precision, max_tokens=max_tokens
+        )
         parts = gather_object([(list(mine), probs)])
     rows = {i: p for indices, part in parts for i, p in zip(indices, part, strict=True)}
     return np.stack([rows[i] for i in range(len(sequences))])

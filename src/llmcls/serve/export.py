@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, PROMPT
 from llmcls.core.outputs import read_json, staged_dir, write_json
-from llmcls.data.preprocess import PROMPT
-from llmcls.model.build import HEAD_WEIGHTS, LABELS, META, head_attribute, load_trained_model
+from llmcls.model.heads import head_attribute
+from llmcls.model.store import load_trained_model
 from llmcls.serve.predict import quiet_transformers
 
 REMOTE_CODE = "modeling_llmcls.py"

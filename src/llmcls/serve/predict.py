@@ -24,15 +24,17 @@ import pandas as pd
 import torch
 
 from llmcls.config.catalog import DatasetSpec
+from llmcls.core.artifacts import LABELS, META, PROMPT, LabelSet
 from llmcls.core.devices import enable_fast_matmul, resolve_precision
 from llmcls.core.errors import LlmclsError, fail_on
 from llmcls.core.outputs import read_json, staged_file
-from llmcls.data.preprocess import PROMPT, BadRow, LabelSet, canonical_rows, encode_table, reader_spec, swap_permutation
+from llmcls.data.prompt import encode_table, reader_spec
+from llmcls.data.rows import BadRow, canonical_rows, swap_permutation
 from llmcls.data.tables import missing_columns, read_table
 from llmcls.evaluate.classifier import class_probabilities, label_targets, swap_back
 from llmcls.evaluate.scoring import prediction_table
 from llmcls.model.base import load_tokenizer
-from llmcls.model.build import LABELS, META, load_trained_model
+from llmcls.model.store import load_trained_model
 
 Texts = Sequence[str] | Sequence[Mapping[str, Any]] | pd.DataFrame
 

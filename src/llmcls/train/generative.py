@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
-from llmcls.data.preprocess import LabelSet
 from llmcls.evaluate.label_scoring import scored_probabilities
 from llmcls.evaluate.metrics import summary_metrics
-from llmcls.model.batches import TokenBudgetTrainer
+from llmcls.train.sampler import TokenBudgetTrainer
 
 IGNORE = -100  # the label id PyTorch's cross-entropy (and the Trainer's collators) skip
 

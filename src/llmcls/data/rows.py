@@ -1,0 +1,172 @@
+"""Canonical rows: a raw table mapped onto (id, one column per text field, label), with every bad row (empty
+or NaN text, a malformed JSON-list cell, a label outside the label set, a repeated id) collected and reported
+in one error that names the source file, row number and column."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from llmcls.config.catalog import DatasetSpec
+from llmcls.core.artifacts import LabelSet
+from llmcls.core.errors import fail_on
+
+MAX_LISTED = 20  # row problems listed in one error; the count of the rest follows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _join_json_list(cell: Any) -> str:
+    """A Kaggle-style JSON list of strings (turns), joined; None turns count as empty."""
+    turns = json.loads(cell) if isinstance(cell, str) else None
+    if not isinstance(turns, list) or not all(t is None or isinstance(t, str) for t in turns):
+        raise ValueError("not a JSON list of strings")
+    return "\n\n".join(t for t in turns if t)
+
+
+def _raw_label(spec: DatasetSpec, row: dict[str, Any]) -> Any:
+    # The row as a dict, not a Series: a Series of a NaN text and an int label is all float (label 0 -> 0.0).
+    if spec.label_column:
+        return row[spec.label_column]
+    hot = [c for c in spec.label_onehot if row[c] == 1]
+    if len(hot) != 1 or any(row[c] not in (0, 1) for c in spec.label_onehot):
+        raise ValueError(f"expected exactly one of {list(spec.label_onehot)} to be 1")
+    return hot[0]
+
+
+def _label_name(spec: DatasetSpec, raw: Any) -> str:
+    if spec.label_pattern:
+        match = re.search(spec.label_pattern, str(raw))
+        if match is None or match.group(1) is None:
+            raise ValueError(f"label {raw!r} does not match label_pattern {spec.label_pattern!r}")
+        raw = match.group(1)
+    if not spec.label_names:
+        return str(raw)
+    for code, name in spec.label_names.items():
+        if str(code) == str(raw):
+            return name
+    raise ValueError(f"label {raw!r} is not in the label set {list(spec.label_names)}")
+
+
+def has_labels(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
+    return all(c in frame.columns for c in (spec.raw_columns[len(spec.fields) :]))
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be used as it is, and why (the file, the 1-based row, the id)."""
+
+    origin: str
+    row: int
+    id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.origin} row {self.row} (id {self.id}): {self.problem}"
+
+
+def _drop_or_fail(table: pd.DataFrame, bad: list[BadRow], origin: str, collect: list[BadRow] | None) -> pd.DataFrame:
+    """Without ``collect``: one error listing the bad rows. With it: they join ``collect`` and leave the table."""
+    if not bad:
+        return table
+    if collect is None:
+        problems = [str(b) for b in bad]
+        extra = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        fail_on(
+            problems[:MAX_LISTED],
+            f"{origin}: {len(problems)} bad row(s) (preprocess.bad_rows: skip drops them)" + extra,
+        )
+    collect.extend(bad)
+    rows = {b.row - 1 for b in bad}
+    return table[[i not in rows for i in range(len(table))]].reset_index(drop=True)
+
+
+def canonical_rows(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    split: str,
+    origin: str,
+    skipped: list[BadRow] | None = None,
+    labels: LabelSet | None = None,
+) -> pd.DataFrame:
+    """Map a raw split onto columns id, label (None when unlabelled) and one column per text field.
+
+    Bad rows (empty text, a malformed JSON-list cell, a bad label or one outside ``labels``, the train split's
+    label set, a repeated id) raise one error that lists them all, or, given a ``skipped`` list, are dropped
+    and appended to it."""
+    labelled = has_labels(spec, frame)
+    bad: list[BadRow] = []
+    records = []
+    seen: set[str] = set()
+    for index, row in enumerate(frame.to_dict("records")):
+        rid = str(row[spec.id_column]) if spec.id_column else f"{split}-{index}"
+        problems = [f"duplicate id in column {spec.id_column!r}"] if rid in seen else []
+        seen.add(rid)
+        record: dict[str, Any] = {"id": rid}
+        for field, column in spec.fields.items():
+            cell = row[column]
+            if _missing(cell):
+                problems.append(f"column {column!r} is empty (NaN)")
+                continue
+            if field in spec.json_list_fields:
+                try:
+                    cell = _join_json_list(cell)
+                except ValueError as err:
+                    problems.append(f"column {column!r} is a malformed JSON list: {err}")
+                    continue
+            record[field] = str(cell)
+        if len(record) == len(spec.fields) + 1 and not any(record[f].strip() for f in spec.fields):
+            problems.append(f"empty text in {list(spec.fields.values())}")
+        record["label"] = None
+        if labelled:
+            try:
+                raw = _raw_label(spec, row)
+                if _missing(raw):
+                    raise ValueError(f"label column {spec.label_column!r} is empty")
+                record["label"] = _label_name(spec, raw)
+                if labels is not None and record["label"] not in labels.names:
+                    raise ValueError(
+                        f"label {record['label']!r} is not in the train split's label set {list(labels.names)}"
+                    )
+            except ValueError as err:
+                problems.append(str(err))
+        if problems:
+            bad.append(BadRow(origin, index + 1, rid, "; ".join(problems)))
+        records.append(record)
+    table = pd.DataFrame.from_records(records, columns=["id", *spec.fields, "label"])
+    return _drop_or_fail(table, bad, origin, skipped)
+
+
+def label_set(spec: DatasetSpec, train: pd.DataFrame) -> LabelSet:
+    """Class order: the spec's declared order (renamed codes or one-hot columns), else sorted from the data."""
+    seen = set(train["label"])
+    if spec.label_names:
+        return LabelSet(tuple(n for n in spec.label_names.values() if n in seen))
+    if spec.label_onehot:
+        return LabelSet(tuple(spec.label_onehot))
+    return LabelSet(tuple(sorted(seen)))
+
+
+def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
+    """For a pairwise dataset: entry i is the class that class i becomes when the two swapped fields trade
+    places (A wins <-> B wins, tie stays); None for other datasets."""
+    if not spec.swap:
+        return None
+    first, second = spec.swap["labels"]
+    trade = {first: second, second: first}
+    return [labels.label2id[trade.get(name, name)] for name in labels.names]
+
+
+def with_label_ids(encoded: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
+    """``encoded`` with a label_id column after its label (-1 for an unlabelled row)."""
+    ids = [labels.label2id.get(x, -1) if x is not None else -1 for x in encoded["label"]]
+    out = encoded.copy(deep=False)
+    out.insert(list(encoded.columns).index("label") + 1, "label_id", ids)
+    return out

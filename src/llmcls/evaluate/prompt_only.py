@@ -1,0 +1,37 @@
+"""The prompt_only stage's logic: the base model with no fine-tuning, scored by its label texts' likelihood after
+the same prompt the classifier reads. The row that shows what fine-tuning adds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmcls.core.artifacts import SplitFolder
+from llmcls.core.devices import enable_fast_matmul, process_state
+from llmcls.evaluate.label_scoring import label_token_ids, scored_probabilities
+from llmcls.evaluate.scoring import score_splits
+from llmcls.model.base import load_tokenizer
+from llmcls.model.build import base_lm
+
+
+def evaluate_prompt_only(
+    base_dir: Path, split_dir: Path, label_texts: list[str], batch_size: int, precision: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
+    """(summary, report, predictions) of the base model with no fine-tuning: each class's probability is its
+    label text's likelihood after the prompt (the same prompt the classifier reads), normalised over the
+    classes."""
+    enable_fast_matmul()
+    tokenizer = load_tokenizer(base_dir)
+    lm = base_lm(base_dir).to(process_state().device).eval()
+    split = SplitFolder(split_dir)
+    targets = label_token_ids(tokenizer, label_texts)
+    frames = split.frames()
+    probs = {
+        name: scored_probabilities(
+            lm, frame["input_ids"].tolist(), targets, tokenizer.pad_token_id, batch_size, precision
+        )
+        for name, frame in frames.items()
+    }
+    return score_splits(frames, probs, split.labels)

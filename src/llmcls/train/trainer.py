@@ -1,0 +1,159 @@
+"""The Hugging Face Trainer as params.yaml configures it: arguments, the step floor, DVCLive logging, datasets
+and collators for the head and the generative objective."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import softmax
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+
+from llmcls.config.params import Params, TrainParams
+from llmcls.evaluate.metrics import GREATER_IS_BETTER, summary_metrics
+from llmcls.train.sampler import TokenBudgetTrainer, batches_per_process
+
+# train.torch_compile pads batch lengths to a multiple of this: max_length 256 gives at most 8 lengths to compile.
+COMPILE_PAD_MULTIPLE = 32
+
+
+# Trainer log entries that time the run: they differ between two runs of the same model.
+TIMINGS = ("_runtime", "_per_second")
+
+
+class LiveMetrics(TrainerCallback):
+    """Log Trainer metrics to DVCLive at their global step (train/* and eval/* curves), timings left out:
+    metrics/train is a DVC output and must hash the same for the same run."""
+
+    def __init__(self, live):
+        self.live = live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.live is None or not state.is_world_process_zero:
+            return
+        self.live.step = state.global_step
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and not key.endswith(TIMINGS):
+                name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key.removeprefix('train_')}"
+                self.live.log_metric(name, value)
+        self.live.make_summary()
+
+
+def to_dataset(frame: pd.DataFrame):
+    """A datasets.Dataset of token ids, labels and lengths (for length-grouped batches)."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": frame["input_ids"].map(list).tolist(),
+            "labels": frame["label_id"].tolist(),
+            "length": frame["length"].tolist(),
+        }
+    )
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    return summary_metrics(eval_pred.label_ids, softmax(np.asarray(eval_pred.predictions, dtype=np.float64), axis=-1))
+
+
+def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **overrides: Any) -> TrainingArguments:
+    """The Trainer settings params.yaml describes; ``overrides`` replace single ones (the benchmark uses them)."""
+    t = params.train
+    settings = dict(
+        output_dir=str(checkpoint_dir),
+        seed=t.seed,
+        data_seed=t.seed,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps > 0 else -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=params.evaluate.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=t.metric_for_best,
+        greater_is_better=GREATER_IS_BETTER[t.metric_for_best],
+        logging_steps=min(10, t.eval_steps),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        torch_compile=t.torch_compile,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    return TrainingArguments(**(settings | overrides))
+
+
+def step_floor(train: TrainParams, lengths: list[int], processes: int) -> int | None:
+    """The optimizer steps to run when ``train.min_steps`` lifts a short run (None: epochs decide).
+
+    Epochs over a small dataset give few steps (100 rows, batch 16, 2 epochs: 14), too few to learn; the
+    floor makes those runs longer and leaves the others alone. max_steps, when set, always wins.
+    ``lengths`` are the train rows' token counts (token-budget batches are counted from them).
+    """
+    if train.max_steps > 0 or train.min_steps <= 0:
+        return None
+    if train.max_tokens is not None:
+        batches = batches_per_process(lengths, train.max_tokens, processes)
+    else:
+        batches = math.ceil(len(lengths) / (train.batch_size * processes))
+    per_epoch = max(batches // train.gradient_accumulation_steps, 1)  # as the Trainer counts an epoch
+    planned = math.ceil(per_epoch * train.epochs)
+    return train.min_steps if planned < train.min_steps else None
+
+
+def make_trainer(
+    model,
+    args: TrainingArguments,
+    tokenizer,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    collator=None,
+    callbacks=(),
+    loss_func=None,
+    scoring: dict[str, Any] | None = None,
+    max_tokens: int | None = None,
+) -> TokenBudgetTrainer:
+    """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row. With
+    ``scoring`` (the generative objective: label texts' token ids, ...) it trains the causal LM on prompt +
+    label and validates by scoring the label texts. ``max_tokens`` makes training batches token budgets."""
+    common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks), max_tokens=max_tokens)
+    # A compiled model recompiles for each new input shape: padded to a multiple, the lengths take a few values.
+    multiple = COMPILE_PAD_MULTIPLE if args.torch_compile else None
+    if scoring is not None:
+        from llmcls.train.generative import IGNORE, ScoredTrainer, lm_dataset
+
+        targets, eos = scoring["targets"], tokenizer.eos_token_id
+        return ScoredTrainer(
+            **common,
+            train_dataset=lm_dataset(train, targets, eos),
+            eval_dataset=lm_dataset(val, targets, eos),
+            data_collator=collator
+            or DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, pad_to_multiple_of=multiple),
+            scoring=scoring | {"prompts": val["input_ids"].tolist(), "truth": val["label_id"].tolist()},
+        )
+    return TokenBudgetTrainer(
+        **common,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(val),
+        data_collator=collator or DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
+        compute_metrics=compute_metrics,
+        compute_loss_func=loss_func,
+    )
