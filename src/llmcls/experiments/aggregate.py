@@ -303,3 +303,16 @@ def learning_curves(groups: Iterable[Group], metric: str = "accuracy") -> list[C
         )
         curves.append(Curve(str(members[0].key("dataset")), members[0].title, tuple(points)))
     return sorted(curves, key=lambda c: (c.dataset, c.label))
+
+
+METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "log_loss": "log loss"}
+
+
+def seeds(n: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def size_name(value: Any) -> str:
+    """A train size as the report shows it: null means every row."""
+    return "all" if value is None else str(value)
