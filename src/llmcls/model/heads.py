@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from llmcls.core.errors import LlmclsError
+from llmcls.model.modeling_llmcls import head_layers
 
 
 def head_attribute(model: torch.nn.Module) -> str:
@@ -17,15 +18,7 @@ def head_attribute(model: torch.nn.Module) -> str:
 
 def mlp_head(hidden: int, num_labels: int, dropout: float) -> torch.nn.Sequential:
     """hidden -> 512 -> 256 -> classes with ReLU and dropout, Xavier-initialised (the seed-001 head)."""
-    head = torch.nn.Sequential(
-        torch.nn.Linear(hidden, 512),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(dropout),
-        torch.nn.Linear(512, 256),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(dropout),
-        torch.nn.Linear(256, num_labels),
-    )
+    head = head_layers("mlp", hidden, num_labels, dropout)
     for layer in head:
         if isinstance(layer, torch.nn.Linear):
             torch.nn.init.xavier_uniform_(layer.weight)
@@ -36,7 +29,7 @@ def mlp_head(hidden: int, num_labels: int, dropout: float) -> torch.nn.Sequentia
 def linear_head(hidden: int, num_labels: int) -> torch.nn.Linear:
     """hidden -> classes with a bias (the architectures' own score layers have none): a warm-started head
     needs the probe's intercept, and an imbalanced dataset its class priors."""
-    head = torch.nn.Linear(hidden, num_labels, bias=True)
+    head = head_layers("linear", hidden, num_labels, 0.0)
     torch.nn.init.normal_(head.weight, std=0.02)  # the score layers' own initialiser range
     torch.nn.init.zeros_(head.bias)
     return head

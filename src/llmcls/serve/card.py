@@ -1,0 +1,95 @@
+"""The model card (README.md) of an exported folder: what the model is, its classes, its prompt, the run's
+metrics and how to use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def summary_section(meta: dict[str, Any], labels: list[str]) -> list[str]:
+    params, base = meta["params"], meta["base_model"]
+    return [
+        f"# llmcls classifier: {params['dataset']}, {params['model']['name']} ({meta['mode']})",
+        "",
+        f"A text classifier fine-tuned with llmcls from `{base.get('hub_id') or params['model']['name']}`"
+        f" (mode {meta['mode']}, head {params['model']['head']}, seed {params['train']['seed']},"
+        f" {meta['training'].get('steps')} optimizer steps). LoRA, where used, is merged into the weights.",
+        "",
+        "## Classes",
+        "",
+        ", ".join(f"`{name}`" for name in labels),
+        "",
+    ]
+
+
+def prompt_section(prompt: dict[str, Any]) -> list[str]:
+    return [
+        "## Prompt",
+        "",
+        "Each text is wrapped in this template (prompt.json; its fields are the text columns"
+        f" {list(prompt['reader']['fields'].values())}); a long text is cut inside the template to"
+        f" {prompt['max_length']} tokens in all (at least {prompt.get('min_text_tokens', 8)} of text), never the"
+        " template:",
+        "",
+        "```text",
+        prompt["template"],
+        "```",
+        "",
+    ]
+
+
+def metrics_section(metrics: dict[str, Any] | None) -> list[str]:
+    """The run's val / test metrics (evaluate's eval.json), when it was given."""
+    rows = [
+        {
+            "split": split,
+            "rows": m["n"],
+            "accuracy": f"{m['accuracy']:.4f}",
+            "macro F1": f"{m['f1_macro']:.4f}",
+            "log loss": f"{m['log_loss']:.4f}",
+        }
+        for split in ("val", "test")
+        if "accuracy" in (m := (metrics or {}).get(split) or {})
+    ]
+    if not rows:
+        return []
+    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return ["## Metrics of the run", "", *table.splitlines(), ""]
+
+
+def use_section(meta: dict[str, Any]) -> list[str]:
+    if meta.get("objective") == "generative":
+        python = [
+            "from transformers import AutoModelForCausalLM",
+            "model = AutoModelForCausalLM.from_pretrained(folder)",
+            f"# it writes one of {meta['label_texts']} after the prompt; llmcls scores each text's likelihood",
+        ]
+    else:
+        python = [
+            "from transformers import AutoModelForSequenceClassification",
+            "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
+            "# softmax(model(input_ids).logits)",
+        ]
+    return [
+        "## Use",
+        "",
+        "```bash",
+        "llmcls predict --model . --input new_texts.csv --out predictions.csv",
+        "```",
+        "",
+        "```python",
+        *python,
+        "# llmcls tokenises the template's literal parts and the text apart (and cuts long texts inside the",
+        "# template), so `llmcls predict` gives the exact input ids of training",
+        "```",
+        "",
+        f"Inference precision of the run: {meta['precision']}. The full resolved settings are in llmcls.json.",
+        "",
+    ]
+
+
+def model_card(meta: dict[str, Any], prompt: dict[str, Any], labels: list[str], metrics: dict | None) -> str:
+    sections = summary_section(meta, labels) + prompt_section(prompt) + metrics_section(metrics) + use_section(meta)
+    return "\n".join(sections)
