@@ -108,9 +108,16 @@ def test_python_api_and_max_rows(trained, monkeypatch):
 
 def test_predict_bad_input(trained, monkeypatch):
     monkeypatch.chdir(trained)
-    pd.DataFrame({"text": ["a film"]}).to_csv("wrong.csv", index=False)
+    # A newcomer's first file: one text column, whatever its name (the model was trained on `review`).
+    pd.DataFrame({"text": ["a film", "a dull film"]}).to_csv("one.csv", index=False)
+    result = llmcls("predict", "--model", "models/classifier", "--input", "one.csv", "--out", "one_out.csv")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv("one_out.csv")) == 2
+    # Two candidate columns: the error names the flag that says which one.
+    pd.DataFrame({"text": ["a film"], "source": ["web"]}).to_csv("wrong.csv", index=False)
     result = llmcls("predict", "--model", "models/classifier", "--input", "wrong.csv", "--out", "o.csv")
-    assert result.exit_code == 1 and "wrong.csv: missing column 'review'" in result.output
+    assert result.exit_code == 1 and "wrong.csv: no column 'review'" in result.output
+    assert "--text-columns" in result.output
     assert not (trained / "o.csv").exists()
     # --text-columns maps the file's own column onto the model's.
     result = llmcls(

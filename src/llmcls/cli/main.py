@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +16,6 @@ from llmcls.config.params import load_params
 from llmcls.core.errors import LlmclsError
 from llmcls.experiments.aggregate import METRICS
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
-
-
-def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """An LlmclsError exits 1 with its one-line message instead of a traceback. (stage.stage does the same
-    for stages, but also silences transformers, which would cost this command a slow import.)"""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LlmclsError as err:
-            click.echo(f"llmcls: error: {err}", err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 def _values(text: str | None) -> list[Any] | None:
@@ -70,7 +52,6 @@ def main() -> None:
 @click.option("--start/--no-start", default=False, help="start the queue (dvc queue start) after queueing")
 @click.option("-j", "--jobs", default=1, show_default=True, help="experiments the queue runs at once")
 @click.option("--dry-run", is_flag=True, help="print the commands without running them")
-@clean_errors
 def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start, jobs, dry_run) -> None:
     """Queue the grid seeds x datasets x models x modes x train sizes as DVC experiments.
 
@@ -114,7 +95,6 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
 
 
 @main.command()
-@clean_errors
 def setup() -> None:
     """Pin this machine's datasets folder (the DVC remote `datasets`) in .dvc/config.local.
 
@@ -171,7 +151,6 @@ def setup() -> None:
 @click.option("--batch-size", type=int, help="rows per batch [default: the run's evaluate.batch_size]")
 @click.option("--max-rows", type=int, help="predict only the first N rows")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@clean_errors
 def predict(
     model_dir,
     input_path,
@@ -240,7 +219,6 @@ def predict(
     help="the run's metrics, for the model card",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="the standalone folder")
-@clean_errors
 def export(model_dir, base, metrics_path, out) -> None:
     """Write a standalone folder: LoRA merged into the base, safetensors, tokenizer, labels, prompt and a model
     card. `llmcls predict` and transformers (trust_remote_code=True) load it without this repository."""
@@ -299,7 +277,6 @@ def _run(command: list[str]) -> None:
     type=click.Path(dir_okay=False),
     help="the reference settings: bracketed variants are differences from these",
 )
-@clean_errors
 def report(out, scope, from_json, metric, params_path) -> None:
     """Leaderboard (mean ± std over seeds), seed ensembles, paired significance tests, learning curves and best-run
     figures."""

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-
-from llmcls.core.errors import LlmclsError
 
 PathDir = click.Path(file_okay=False, path_type=Path)
 PathFile = click.Path(dir_okay=False, path_type=Path)
@@ -39,7 +36,8 @@ def evaluation_outputs(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def stage(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a stage body; an LlmclsError exits 1 with its message (naming the file, row or key)."""
+    """Run a stage body with the libraries' progress chatter off; an LlmclsError (a click exception) exits 1
+    with its message, which names the file, row or key."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -47,11 +45,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        try:
-            return func(*args, **kwargs)
-        except LlmclsError as err:
-            click.echo(f"llmcls: error: {err}", err=True)
-            sys.exit(1)
+        return func(*args, **kwargs)
 
     return wrapper
 

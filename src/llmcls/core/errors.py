@@ -1,11 +1,19 @@
-"""The one exception type that stages turn into a clean, single-message failure."""
+"""The one exception type for what a user can fix, shown as a clean, single message by every command."""
+
+from __future__ import annotations
+
+import click
 
 
-class LlmclsError(Exception):
+class LlmclsError(click.ClickException):
     """A user-facing problem: bad params, bad input data, a missing source.
 
-    The message names the file, row or key at fault; stages print it without a traceback.
+    The message names the file, row or key at fault. Raised inside a click command (a stage or `llmcls ...`),
+    click prints it without a traceback and exits 1.
     """
+
+    def show(self, file=None) -> None:
+        click.echo(f"llmcls: error: {self.format_message()}", err=True, file=file)
 
 
 def fail_on(problems: list[str], what: str) -> None:

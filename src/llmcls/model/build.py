@@ -3,7 +3,9 @@ objective, each as LoRA / QLoRA adapters (peft) or for full fine-tuning."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,15 @@ from llmcls.core.devices import autocast_dtype, process_state, resolve_precision
 from llmcls.core.errors import LlmclsError
 from llmcls.model.base import weights_location
 from llmcls.model.heads import head_attribute, install_head
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft probes the deprecated `is_gradient_checkpointing` of every model it wraps; transformers' warning
+    about it is peft's to fix, not the user's, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def quantization_config(train: TrainParams):
@@ -140,7 +151,8 @@ def with_adapter(model: torch.nn.Module, train: TrainParams, task_type, quantize
         use_dora=lora.use_dora,
         use_rslora=lora.use_rslora,
     )
-    wrapped = get_peft_model(model, config)
+    with quiet_peft():
+        wrapped = get_peft_model(model, config)
     # peft keeps target_modules as a set, which adapter_config.json then lists in hash order (it changes with
     # each process's hash seed); sorted, the saved adapter, and so its DVC hash, is the same in every run.
     for settings in wrapped.peft_config.values():

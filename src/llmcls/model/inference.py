@@ -17,7 +17,7 @@ from llmcls.model.batches import budget_batches
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (not to max_length): on the right for classification and
     label scoring (the pooler reads the last non-pad token), on the left for batched generation."""
-    rows = [torch.as_tensor(np.asarray(seq), dtype=torch.long) for seq in sequences]
+    rows = [torch.tensor(np.asarray(seq), dtype=torch.long) for seq in sequences]
     ids = pad_sequence(rows, batch_first=True, padding_value=pad_id, padding_side=side)
     mask = pad_sequence([torch.ones_like(row) for row in rows], batch_first=True, padding_value=0, padding_side=side)
     return {"input_ids": ids, "attention_mask": mask}

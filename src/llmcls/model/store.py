@@ -17,7 +17,7 @@ from llmcls.config.params import QloraParams
 from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, PROMPT, LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, write_json
-from llmcls.model.build import base_classifier, base_lm, bitsandbytes_config
+from llmcls.model.build import base_classifier, base_lm, bitsandbytes_config, quiet_peft
 from llmcls.model.heads import head_attribute, install_head
 
 
@@ -83,6 +83,7 @@ def load_trained_model(
             base = base_lm(base_dir, quantization)
         else:
             base = base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
-        model = PeftModel.from_pretrained(base, model_dir)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, model_dir)
         model = model if quantization else model.merge_and_unload()
     return model.eval(), labels, meta

@@ -204,6 +204,34 @@ WRITERS: dict[str, Callable[[pd.DataFrame, Path], Any]] = {
 }
 
 
+def with_model_columns(
+    frame: pd.DataFrame, classifier: TextClassifier, text_columns: list[str] | None, id_column: str | None, origin: str
+) -> pd.DataFrame:
+    """The input with its text columns under the names the model was trained with: those ``text_columns``
+    name (--text-columns), the model's own where the input has them, or the input's one column that is not
+    an id or a label when the model reads one text."""
+    wanted = classifier.text_columns
+    if not text_columns:
+        if all(c in frame.columns for c in wanted):
+            return frame
+        spec = classifier.spec
+        not_text = {id_column or spec.id_column, spec.label_column, *spec.label_onehot}
+        others = [c for c in frame.columns if c not in not_text]
+        if len(wanted) != 1 or len(others) != 1:
+            missing = [c for c in wanted if c not in frame.columns]
+            raise LlmclsError(
+                f"{origin}: no column {missing[0]!r}, which the model was trained to read; columns are "
+                f"{[str(c) for c in frame.columns]}. Name the input's text column(s) with --text-columns "
+                f"({len(wanted)} column(s), in the order {wanted})"
+            )
+        text_columns = others
+    if len(text_columns) != len(wanted):
+        raise LlmclsError(f"--text-columns {text_columns}: the model reads {len(wanted)} text column(s) ({wanted})")
+    fail_on(missing_columns(frame, text_columns, origin), f"{origin}: --text-columns not found")
+    frame = frame.drop(columns=[c for c in wanted if c in frame.columns and c not in text_columns])
+    return frame.rename(columns=dict(zip(text_columns, wanted, strict=True)))
+
+
 def predict_file(
     model_dir: str | Path,
     input_path: str | Path,
@@ -230,15 +258,7 @@ def predict_file(
     frame = read_table(input_path, read)
     if max_rows is not None:
         frame = frame.head(max_rows)
-    if text_columns:
-        if len(text_columns) != len(classifier.text_columns):
-            raise LlmclsError(
-                f"--text-columns {text_columns}: the model reads {len(classifier.text_columns)} text "
-                f"column(s) ({classifier.text_columns})"
-            )
-        fail_on(missing_columns(frame, text_columns, str(input_path)), f"{input_path}: --text-columns not found")
-        frame = frame.drop(columns=[c for c in classifier.text_columns if c in frame.columns and c not in text_columns])
-        frame = frame.rename(columns=dict(zip(text_columns, classifier.text_columns, strict=True)))
+    frame = with_model_columns(frame, classifier, text_columns, id_column, str(input_path))
     skipped: list[BadRow] | None = [] if bad_rows == "skip" else None
     passes = 2 if classifier.tta_permutation() else 1
     with tqdm(total=len(frame) * passes, desc="predict", unit="row", disable=None) as bar:
