@@ -6,19 +6,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SHARED, custom_params, sentiment_frame
+from conftest import ROOT, SHARED, custom_params, sentiment_frame
 
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import FetchParams
 from llmcls.core.errors import LlmclsError
 from llmcls.data.fetch import Inputs, fetch_dataset
-from llmcls.data.remotes import resolve_folder
+from llmcls.data.remotes import recorded_name, remote_url, resolve_folder
 from llmcls.data.tables import read_table
 
 
 def fetch(spec, folder, out, sources=("local",), custom_dir=None) -> dict:
-    """fetch_dataset with ``folder`` as the datasets folder, named as dvc.yaml names it."""
-    inputs = Inputs(datasets=Path(folder), datasets_name="remote://datasets", custom=custom_dir)
+    """fetch_dataset with ``folder`` as the datasets folder: the dataset's own folder in it, named as the
+    project's DVC remote `dataset-<name>` names it (remote://datasets/<its folder>)."""
+    url = remote_url(f"dataset-{spec.name}", ROOT)
+    sub = url.removeprefix("remote://datasets/") if url.startswith("remote://") else ""
+    inputs = Inputs(folder=Path(folder) / sub, name=url if sub else "", custom=custom_dir)
     return fetch_dataset(spec, FetchParams(sources=tuple(sources), revision=None), out, inputs)
 
 
@@ -133,6 +136,10 @@ def test_datasets_folder_comes_from_the_dvc_remote_and_config_local_wins(tmp_pat
     assert resolve_folder("some/folder") == Path("some/folder")
     with pytest.raises(LlmclsError, match="does not define"):
         resolve_folder("remote://elsewhere")
+    # A dataset's remote points into the datasets remote: it follows the chain, and the record keeps its URL.
+    subprocess.run(["dvc", "remote", "add", "dataset-sst2", "remote://datasets/sst2"], check=True)
+    assert resolve_folder("remote://dataset-sst2") == tmp_path / "mine" / "sst2"
+    assert recorded_name("remote://dataset-sst2") == "remote://datasets/sst2"
 
 
 def test_custom_files_must_lie_in_the_declared_folder(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def trained(request, tmp_path_factory, tiny_model_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         steps = [
-            ("fetch", "--custom-dir", "data/custom", "--out", "data/raw"),
+            ("fetch", "--data", "data/custom", "--out", "data/raw"),
             ("fetch_model", "--out", "models/base"),
             ("preprocess", "--raw", "data/raw", "--base", "models/base", "--out", "data/processed"),
             ("split", "--processed", "data/processed", "--out", "data/split"),

@@ -134,7 +134,7 @@ def test_malformed_json_list_cell(tmp_path, monkeypatch, tiny_model_dir):
             },
         )
     )
-    result = run_until_preprocess(params, "--datasets", str(tmp_path / "shared"))
+    result = run_until_preprocess(params, "--data", str(folder))
     assert result.exit_code == 1
     assert "train_sample100.csv row 4 (id 3): column 'response_a' is a malformed JSON list" in result.output
 

@@ -5,9 +5,10 @@ ships the data, the Hugging Face hub (at a pinned commit), Kaggle competition fi
 parquet with their original columns; `source.json` records which source served and the sha256 of every file
 read, under names that are the same on every machine (no absolute paths), so the stage's output is too.
 
-The fetch stage reads local files only inside the folders dvc.yaml declares as its dependencies (`Inputs`):
-the datasets folder (the DVC remote `datasets`, a folder such as ../shared/datasets) and, for `custom`, the
-project's data/custom/. Editing, adding or removing a file there is what makes `dvc status` name the stage.
+The fetch stage reads local files only inside the one folder dvc.yaml declares as its dependency (`Inputs`):
+the selected dataset's own folder, the DVC remote `dataset-<name>` (sst2: the `sst2` folder of the datasets
+remote, such as ../shared/datasets/sst2; custom: the project's data/custom/). Editing, adding or removing a
+file there is what makes `dvc status` name the stage; another dataset's files are none of its business.
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ Splits = dict[str, pd.DataFrame]
 
 @dataclass(frozen=True)
 class Inputs:
-    """The local folders the fetch stage may read, as dvc.yaml declares them among its deps.
+    """The one local folder the fetch stage may read: the selected dataset's, its only data dependency in
+    dvc.yaml (`remote://dataset-<name>`), so editing another dataset re-runs nothing.
 
-    ``datasets_name`` is how the record names the datasets folder (dvc.yaml's `remote://datasets`), so the
-    record is the same wherever the folder is on this machine. ``custom`` None (a direct call, outside DVC)
-    lets custom files be anywhere.
+    ``name`` is how the record names that folder (the DVC remote's URL, e.g. `remote://datasets/sst2`), the same
+    wherever the folder is on this machine. ``custom`` is the folder custom files must lie in; None (a direct
+    call, outside DVC) lets them be anywhere.
     """
 
-    datasets: Path | None = None
-    datasets_name: str = "datasets"
+    folder: Path | None = None
+    name: str = ""
     custom: Path | None = None
 
 
@@ -93,11 +95,11 @@ def _from_local(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Serve
         check_inside_custom(list(files.values()), inputs, "custom.train_path / custom.test_path")
         names = {split: str(rel) for split, rel in spec.local.items()}
     else:
-        if inputs.datasets is None:
-            raise SourceUnavailable("no datasets folder was given (dvc.yaml passes remote://datasets)")
-        chosen = {split: first_present(inputs.datasets, rel) for split, rel in spec.local.items()}
-        files = {split: inputs.datasets / rel for split, rel in chosen.items()}
-        names = {split: f"{inputs.datasets_name.rstrip('/')}/{rel}" for split, rel in chosen.items()}
+        if inputs.folder is None:
+            raise SourceUnavailable("no dataset folder was given (dvc.yaml passes remote://dataset-<name>)")
+        chosen = {split: first_present(inputs.folder, rel) for split, rel in spec.local.items()}
+        files = {split: inputs.folder / rel for split, rel in chosen.items()}
+        names = {split: f"{inputs.name.rstrip('/')}/{rel}" for split, rel in chosen.items()}
     absent = [str(files[split]) for split in files if not files[split].is_file()]
     if absent:
         if spec.name == CUSTOM:
@@ -239,7 +241,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, i
             write_json(tmp / "source.json", record)
         return record
     hint = (
-        f"put the files {local_files(spec)} under the datasets folder ({inputs.datasets}), "
+        f"put the files {local_files(spec)} in the dataset's folder ({inputs.folder}), "
         if spec.local and spec.name != CUSTOM
         else ""
     )
