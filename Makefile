@@ -8,15 +8,16 @@ BIN := $(abspath $(VENV))/bin
 # Stage commands in dvc.yaml (python, accelerate) resolve to the project's environment.
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# --no-compile: no ahead-of-time bytecode for ~16,000 files (about 40 s here); Python compiles what it
-# imports, once. (PIP_NO_COMPILE=1 would not do it: pip reads that variable inverted.)
+# --no-compile: no ahead-of-time bytecode for the whole venv; Python compiles what it imports, once.
+# (PIP_NO_COMPILE=1 would not do it: pip reads that variable inverted.)
 PIP := $(BIN)/pip install -q --no-compile $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-# "Once" needs the bytecode written: with PYTHONDONTWRITEBYTECODE set (as on this machine) every process
-# recompiled its imports (torch + transformers 13 s instead of 7.5; a no-op `dvc repro` 2.2 s instead of
-# 1.1). Make's recipes write it; later processes read it even with the variable set.
+# "Once" needs the bytecode written: with PYTHONDONTWRITEBYTECODE set, every process would recompile its
+# imports. Make's recipes write it; later processes read it even with the variable set.
 unexport PYTHONDONTWRITEBYTECODE
+# The fast tier: no model is built or trained and no dvc process is started.
+FAST := not model and not dvc and not slow
 
-.PHONY: repro test lint install clean-venv push pull constraints
+.PHONY: repro test test-fast lint install clean-venv push pull constraints
 
 install: $(VENV)/.installed
 
@@ -49,13 +50,20 @@ push: install
 pull: install
 	$(BIN)/dvc pull
 
+# What CI runs: lint (ruff, the import layers), then every test, with the 30 slowest tests' times printed.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks
-	$(BIN)/pytest
+	$(BIN)/lint-imports
+	$(BIN)/pytest --durations=30
+
+# Between two edits: the unit tests that need no model and no dvc.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "$(FAST)" --durations=10
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/lint-imports
 
 # Re-pin $(CONSTRAINTS) to what the venv has now (after an upgrade); its header comment stays.
 constraints: $(VENV)/.installed-test

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -151,11 +152,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     return result
 
 
-@pytest.fixture
-def project_copy(tmp_path) -> Path:
-    """The project's tracked files copied into a fresh git repo (as a clone would have them)."""
+def new_project(dest: Path, scratch: Path) -> Path:
+    """The project's tracked files copied into a fresh git repo at ``dest`` (as a clone would have them)."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    dest = tmp_path / "project"
     for rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,9 +166,51 @@ def project_copy(tmp_path) -> Path:
     run(["git", "config", "user.email", "test@llmcls"], dest)
     run(["git", "config", "user.name", "test"], dest)
     # This machine's datasets folder, as `llmcls setup` pins it (an empty one where ../shared is absent).
-    datasets = SHARED if SHARED.is_dir() else tmp_path / "no-datasets"
+    datasets = SHARED if SHARED.is_dir() else scratch / "no-datasets"
     datasets.mkdir(exist_ok=True)
     run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], dest)
+    return dest
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    return new_project(tmp_path / "project", tmp_path)
+
+
+def tiny_custom_project(project: Path, model_dir: Path) -> Path:
+    """``project`` set up to train the tiny model on a custom CSV under data/custom/, committed."""
+    data = sentiment_frame(30).rename(columns={"sentence": "review"})
+    data.to_csv(project / "data" / "custom" / "reviews.csv", index=False)
+    custom = {"dataset": "custom", "custom.train_path": "data/custom/reviews.csv", "custom.text_columns": ["review"]}
+    write_params(project, **tiny_train_overrides(model_dir), **custom)
+    commit_all(project)
+    return project
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """A tiny custom-data project after `dvc repro`, committed: what its first run printed, and where it is."""
+
+    path: Path
+    first_run: str
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, tiny_model_dir) -> Reproduced:
+    """One reproduced project for the whole session: the end-to-end tests copy it (reproduced_copy) instead of
+    each running its own `dvc repro` from nothing."""
+    scratch = tmp_path_factory.mktemp("reproduced")
+    project = tiny_custom_project(new_project(scratch / "project", scratch), tiny_model_dir)
+    first = run(["dvc", "repro"], project).stdout
+    commit_all(project, "reproduced")
+    return Reproduced(project, first)
+
+
+@pytest.fixture
+def reproduced_copy(reproduced, tmp_path) -> Path:
+    """A private copy of the reproduced project (git history, DVC cache and outputs included)."""
+    dest = tmp_path / "project"
+    shutil.copytree(reproduced.path, dest, symlinks=True)
     return dest
 
 

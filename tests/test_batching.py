@@ -46,6 +46,7 @@ def test_sampler_has_fixed_cuts_and_reshuffles_rows_of_equal_length_per_epoch():
     assert list(sampler) == epochs[0]  # the seed and epoch decide
 
 
+@pytest.mark.model
 def test_token_budget_predictions_equal_row_batches(tmp_path, tiny_model_dir, tiny_base_dir):
     _, out, split_dir = train(tmp_path, tiny_model_dir, tiny_base_dir, "rows", **{"train.max_steps": 2})
     model, _, meta = load_trained_model(out / "model", tiny_base_dir)
@@ -56,6 +57,7 @@ def test_token_budget_predictions_equal_row_batches(tmp_path, tiny_model_dir, ti
     np.testing.assert_allclose(budget, rows, atol=1e-5)
 
 
+@pytest.mark.model
 def test_training_on_token_budget_batches_counts_its_optimizer_steps(tmp_path, tiny_model_dir, tiny_base_dir):
     summary, out, _ = train(
         tmp_path,
@@ -105,6 +107,7 @@ def test_frozen_base_dtype(tiny_model_dir, mode, base_precision, precision, expe
     assert frozen_base_dtype(params.train.replace(precision=precision)) == expected
 
 
+@pytest.mark.model
 def test_a_bf16_frozen_base_trains_fp32_adapter_and_head_and_evaluates(tmp_path, tiny_model_dir, tiny_base_dir):
     params = params_for(tiny_model_dir, **{"train.base_precision": "compute", "train.precision": "bf16"})
     labels = LabelSet(("negative", "positive"))
@@ -124,6 +127,7 @@ def test_a_bf16_frozen_base_trains_fp32_adapter_and_head_and_evaluates(tmp_path,
     assert {p.dtype for p in reloaded.parameters()} == {torch.float32}  # inference merges into an fp32 base
 
 
+@pytest.mark.model
 def test_one_optimizer_step_over_uneven_token_batches_follows_the_per_row_mean_gradient(
     tmp_path, tiny_model_dir, tiny_base_dir
 ):

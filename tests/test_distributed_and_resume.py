@@ -1,4 +1,7 @@
-"""The real train stage with two gloo processes on CPU, and a train stage killed mid-run then resumed."""
+"""The real train stage with two gloo processes on CPU, and a train stage killed mid-run then resumed.
+
+Each starts from a copy of the session's reproduced project: the same data, so fetch and preprocess come from
+DVC's run cache and only what the new settings change runs."""
 
 import json
 import os
@@ -12,7 +15,7 @@ import pytest
 from conftest import BIN, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
 from safetensors.numpy import load_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 
 
 def tiny_dvc_project(project, tiny_model_dir, **overrides):
@@ -30,12 +33,12 @@ def eval_metrics(project):
     return {split: metrics[split] for split in ("val", "test")}
 
 
-def test_two_processes_match_one_with_the_same_global_batch(project_copy, tiny_model_dir):
+def test_two_processes_match_one_with_the_same_global_batch(reproduced_copy, tiny_model_dir):
     # 32 training rows, global batch 8: one process x 8 rows, or two x 4. With the same seed both draw the same
     # permutation; accelerate hands batch 2k to rank 0 and 2k+1 to rank 1, so each step sees the same 8 rows and
     # DDP's mean of the two 4-row mean gradients is the 8-row mean. Only float summation order differs.
     project = tiny_dvc_project(
-        project_copy,
+        reproduced_copy,
         tiny_model_dir,
         **{
             "split.train_size": 32,
@@ -45,12 +48,13 @@ def test_two_processes_match_one_with_the_same_global_batch(project_copy, tiny_m
             "train.lora.dropout": 0.0,  # dropout masks come from per-process RNG streams
         },
     )
-    run(["dvc", "repro"], project)
+    run(["dvc", "repro", "evaluate"], project)
     one = eval_metrics(project)
     one_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
 
     changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.batch_size=4"]
-    exp = run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], project, env={"ACCELERATE_USE_CPU": "1"})
+    sets = [a for c in changes for a in ("-S", c)]
+    exp = run(["dvc", "exp", "run", *sets, "evaluate"], project, env={"ACCELERATE_USE_CPU": "1"})
     assert "--config_file configs/accelerate/ddp.yaml --num_processes 2" in exp.stdout
     two = eval_metrics(project)
     meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
@@ -65,7 +69,7 @@ def test_two_processes_match_one_with_the_same_global_batch(project_copy, tiny_m
         assert abs(one[split]["log_loss"] - two[split]["log_loss"]) < 1e-4
 
 
-def test_token_budget_batches_under_two_processes_match_accumulation_in_one(project_copy, tiny_model_dir):
+def test_token_budget_batches_under_two_processes_match_accumulation_in_one(reproduced_copy, tiny_model_dir):
     # Token-budget batches hold different row counts. One process accumulating 2 batches a step and two
     # processes taking one each (accelerate deals batch 2k to rank 0, 2k+1 to rank 1) see the same rows every
     # step, so the adapters must agree: the batches are dealt out as planned and DDP scales the loss as one
@@ -77,14 +81,15 @@ def test_token_budget_batches_under_two_processes_match_accumulation_in_one(proj
         "train.eval_steps": 4,
         "train.lora.dropout": 0.0,
     }
-    project = tiny_dvc_project(project_copy, tiny_model_dir, **budget, **{"train.gradient_accumulation_steps": 2})
-    run(["dvc", "repro"], project)
+    project = tiny_dvc_project(reproduced_copy, tiny_model_dir, **budget, **{"train.gradient_accumulation_steps": 2})
+    run(["dvc", "repro", "train"], project)
     one = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
     meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
     assert meta["training"]["global_batch_size"] == "300 tokens" and meta["training"]["steps"] == 4
 
     changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.gradient_accumulation_steps=1"]
-    run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], project, env={"ACCELERATE_USE_CPU": "1"})
+    sets = [a for c in changes for a in ("-S", c)]
+    run(["dvc", "exp", "run", *sets, "train"], project, env={"ACCELERATE_USE_CPU": "1"})
     meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
     assert meta["training"]["world_size"] == 2 and meta["training"]["global_batch_size"] == "300 tokens"
     two = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
@@ -92,9 +97,9 @@ def test_token_budget_batches_under_two_processes_match_accumulation_in_one(proj
         np.testing.assert_allclose(one[key], two[key], atol=1e-4, rtol=1e-3)
 
 
-def test_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(project_copy, tiny_model_dir):
+def test_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(reproduced_copy, tiny_model_dir):
     project = tiny_dvc_project(
-        project_copy, tiny_model_dir, **{"train.max_steps": 60, "train.eval_steps": 5, "train.batch_size": 4}
+        reproduced_copy, tiny_model_dir, **{"train.max_steps": 60, "train.eval_steps": 5, "train.batch_size": 4}
     )
     run(["dvc", "repro", "split"], project)
     env = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]}
@@ -111,7 +116,7 @@ def test_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(project_c
     if (project / "models" / "classifier" / "llmcls.json").is_file():
         pytest.skip("the stage finished before the kill landed; nothing was interrupted")
 
-    resumed = run(["dvc", "repro"], project)
+    resumed = run(["dvc", "repro", "evaluate"], project)
     assert "llmcls: resuming from checkpoint" in resumed.stdout + resumed.stderr
     after_resume = eval_metrics(project)
     curve = pd.read_csv(project / "metrics" / "train" / "plots" / "metrics" / "eval" / "accuracy.tsv", sep="\t")

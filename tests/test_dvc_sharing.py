@@ -5,25 +5,14 @@ import json
 import shutil
 
 import pytest
-from conftest import commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+from conftest import run, sentiment_frame
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 
 
 def ran(result) -> list[str]:
     """The stages a `dvc repro` / `dvc exp run` ran, in order."""
     return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
-
-
-def tiny(project, tiny_model_dir, datasets) -> None:
-    """A custom CSV under data/custom/, the tiny model, and ``datasets`` as this machine's datasets folder."""
-    sentiment_frame(30).rename(columns={"sentence": "review"}).to_csv(
-        project / "data" / "custom" / "reviews.csv", index=False
-    )
-    custom = {"dataset": "custom", "custom.train_path": "data/custom/reviews.csv", "custom.text_columns": ["review"]}
-    write_params(project, **(tiny_train_overrides(tiny_model_dir) | custom))
-    run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], project)
-    commit_all(project)
 
 
 @pytest.fixture
@@ -34,9 +23,9 @@ def datasets(tmp_path):
     return folder.parent
 
 
-def test_editing_input_data_reruns_fetch_and_what_it_changes(project_copy, tiny_model_dir, datasets):
-    tiny(project_copy, tiny_model_dir, datasets)
-    assert "fetch" in ran(run(["dvc", "repro"], project_copy))
+def test_editing_input_data_reruns_fetch_and_what_it_changes(reproduced_copy, datasets):
+    project_copy = reproduced_copy
+    run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], project_copy)
     assert "up to date" in run(["dvc", "status"], project_copy).stdout
 
     # A file of a dataset this run does not read (it reads data/custom): no stage re-runs.
@@ -61,13 +50,11 @@ def test_editing_input_data_reruns_fetch_and_what_it_changes(project_copy, tiny_
     assert "remote://dataset-custom/" in run(["dvc", "status"], project_copy).stdout
 
 
-def test_clones_hash_alike_and_share_results_through_remotes(project_copy, tiny_model_dir, datasets, tmp_path):
-    a = project_copy
-    tiny(a, tiny_model_dir, datasets)
+def test_clones_hash_alike_and_share_results_through_remotes(reproduced_copy, datasets, tmp_path):
+    a = reproduced_copy  # reproduced and committed
+    run(["dvc", "remote", "add", "--local", "-f", "datasets", str(datasets)], a)
     storage, origin = tmp_path / "storage", tmp_path / "origin.git"
     run(["dvc", "remote", "add", "--local", "-f", "storage", str(storage)], a)
-    run(["dvc", "repro"], a)
-    commit_all(a, "results")
     run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
     run(["git", "remote", "add", "origin", str(origin)], a)
     run(["git", "push", "-q", "origin", "HEAD:main"], a)

@@ -66,6 +66,7 @@ def test_stage_imports_the_library_of_its_own_tree(name):
     assert PIPELINE[name]["cmd"].startswith("PYTHONPATH=src ")
 
 
+@pytest.mark.dvc
 def test_pythonpath_src_wins_over_the_editable_install(project_copy):
     import subprocess
 

@@ -123,6 +123,7 @@ def test_real_r8_and_arena_from_the_shared_folder(tmp_path):
     assert record["rows"] == {"train": 100, "test": 3}
 
 
+@pytest.mark.dvc
 def test_datasets_folder_comes_from_the_dvc_remote_and_config_local_wins(tmp_path, monkeypatch):
     """dvc.yaml names the folder as remote://datasets; each machine may point it elsewhere (config.local)."""
     project = tmp_path / "project"

@@ -18,6 +18,8 @@ from llmcls.evaluate.generation import answer_class, generate_answers, generated
 from llmcls.evaluate.label_scoring import scored_probabilities
 from llmcls.train.generative import IGNORE, label_texts, lm_rows
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def lm(tiny_model_dir):

@@ -12,6 +12,8 @@ from llmcls.core.artifacts import LabelSet
 from llmcls.model.build import build_classifier
 from llmcls.train.head_init import fit_probe
 
+pytestmark = pytest.mark.model
+
 
 def linear_probs(weight, bias, features):
     logits = features @ weight.T + bias

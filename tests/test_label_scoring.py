@@ -8,6 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from llmcls.evaluate.label_scoring import label_log_likelihoods, label_token_ids, scored_probabilities
 
+pytestmark = pytest.mark.model
+
 
 def by_hand(lm, prompt, label) -> float:
     """log p(label | prompt): the whole sequence run alone, no padding, no sharing."""

@@ -14,6 +14,8 @@ from test_stages import invoke
 
 from llmcls.cli.main import main as llmcls_main
 
+pytestmark = pytest.mark.model
+
 
 def llmcls(*args: str):
     return CliRunner().invoke(llmcls_main, list(args), catch_exceptions=False)

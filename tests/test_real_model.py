@@ -14,7 +14,7 @@ from llmcls.evaluate.classifier import evaluate_classifier
 from llmcls.model.base import load_tokenizer, materialize
 from llmcls.train.classifier import train_classifier
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 @pytest.fixture(scope="module")

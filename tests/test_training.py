@@ -16,6 +16,8 @@ from llmcls.evaluate.classifier import evaluate_classifier
 from llmcls.model.store import load_trained_model
 from llmcls.train.classifier import train_classifier
 
+pytestmark = pytest.mark.model
+
 SST2 = dataset_spec("sst2")
 
 

@@ -18,6 +18,8 @@ from llmcls.model.store import load_trained_model
 from llmcls.train.classifier import train_classifier
 from llmcls.train.losses import class_weight_vector, weighted_loss
 
+pytestmark = pytest.mark.model
+
 LABELS = LabelSet(("negative", "positive"))
 
 

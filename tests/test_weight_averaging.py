@@ -21,6 +21,8 @@ from llmcls.model.build import build_classifier
 from llmcls.train.trainer import make_trainer, training_arguments
 from llmcls.train.weight_averaging import AVERAGE_STATE, LIVE_WEIGHTS, TailAverage, first_averaged_step
 
+pytestmark = pytest.mark.model
+
 
 @pytest.mark.parametrize(
     ("fraction", "max_steps", "first"), [(0.5, 10, 6), (1.0, 10, 1), (0.01, 10, 10), (0.25, 250, 189)]
