@@ -257,7 +257,7 @@ def stage_commands(project: Path, target: str | None = None) -> list[str]:
         graph = repo.index.graph
         order = list(reversed(list(nx.topological_sort(graph))))
         if target is not None:
-            chosen = next(stage for stage in order if stage.addressing == target)
+            chosen = next(stage for stage in order if stage.name == target)
             wanted = {chosen, *nx.descendants(graph, chosen)}
             order = [stage for stage in order if stage in wanted]
         return [stage.cmd for stage in order]

@@ -8,7 +8,7 @@ import torch
 
 
 def cpu_has_fast_bf16() -> bool:
-    """AVX-512 bf16 or AMX: bf16 autocast on this CPU was measured ~2x faster than fp32 (README)."""
+    """AVX-512 bf16 or AMX: CPUs where bf16 autocast runs faster than fp32 (elsewhere it runs far slower)."""
     cpu = torch.backends.cpu
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return hasattr(cpu, "get_cpu_capability") and any(check is not None and check() for check in checks)
@@ -36,7 +36,7 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 def process_state():
     """accelerate's view of this process. Without CUDA it must be asked for CPU explicitly, or each process
-    of `ACCELERATE_USE_CPU=1 accelerate launch` believes it is alone (measured: "rank 0 of 1" twice)."""
+    of `ACCELERATE_USE_CPU=1 accelerate launch` believes it is alone ("rank 0 of 1" in every process)."""
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())

@@ -88,6 +88,40 @@ def _drop_or_fail(table: pd.DataFrame, bad: list[BadRow], origin: str, collect: 
     return table[[i not in rows for i in range(len(table))]].reset_index(drop=True)
 
 
+def row_texts(spec: DatasetSpec, row: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A raw row's text fields as strings (a JSON list of turns joined), and what is wrong with them: a NaN
+    cell, a malformed JSON list, or every field empty."""
+    texts: dict[str, str] = {}
+    problems = []
+    for field, column in spec.fields.items():
+        cell = row[column]
+        if _missing(cell):
+            problems.append(f"column {column!r} is empty (NaN)")
+            continue
+        if field in spec.json_list_fields:
+            try:
+                cell = _join_json_list(cell)
+            except ValueError as err:
+                problems.append(f"column {column!r} is a malformed JSON list: {err}")
+                continue
+        texts[field] = str(cell)
+    if len(texts) == len(spec.fields) and not any(text.strip() for text in texts.values()):
+        problems.append(f"empty text in {list(spec.fields.values())}")
+    return texts, problems
+
+
+def row_label(spec: DatasetSpec, row: dict[str, Any], labels: LabelSet | None) -> str:
+    """A raw row's class name; a ValueError says what is wrong with its label (empty, unknown, or outside
+    ``labels``, the train split's label set)."""
+    raw = _raw_label(spec, row)
+    if _missing(raw):
+        raise ValueError(f"label column {spec.label_column!r} is empty")
+    name = _label_name(spec, raw)
+    if labels is not None and name not in labels.names:
+        raise ValueError(f"label {name!r} is not in the train split's label set {list(labels.names)}")
+    return name
+
+
 def canonical_rows(
     spec: DatasetSpec,
     frame: pd.DataFrame,
@@ -109,37 +143,17 @@ def canonical_rows(
         rid = str(row[spec.id_column]) if spec.id_column else f"{split}-{index}"
         problems = [f"duplicate id in column {spec.id_column!r}"] if rid in seen else []
         seen.add(rid)
-        record: dict[str, Any] = {"id": rid}
-        for field, column in spec.fields.items():
-            cell = row[column]
-            if _missing(cell):
-                problems.append(f"column {column!r} is empty (NaN)")
-                continue
-            if field in spec.json_list_fields:
-                try:
-                    cell = _join_json_list(cell)
-                except ValueError as err:
-                    problems.append(f"column {column!r} is a malformed JSON list: {err}")
-                    continue
-            record[field] = str(cell)
-        if len(record) == len(spec.fields) + 1 and not any(record[f].strip() for f in spec.fields):
-            problems.append(f"empty text in {list(spec.fields.values())}")
-        record["label"] = None
+        texts, text_problems = row_texts(spec, row)
+        problems += text_problems
+        label = None
         if labelled:
             try:
-                raw = _raw_label(spec, row)
-                if _missing(raw):
-                    raise ValueError(f"label column {spec.label_column!r} is empty")
-                record["label"] = _label_name(spec, raw)
-                if labels is not None and record["label"] not in labels.names:
-                    raise ValueError(
-                        f"label {record['label']!r} is not in the train split's label set {list(labels.names)}"
-                    )
+                label = row_label(spec, row, labels)
             except ValueError as err:
                 problems.append(str(err))
         if problems:
             bad.append(BadRow(origin, index + 1, rid, "; ".join(problems)))
-        records.append(record)
+        records.append({"id": rid, **texts, "label": label})
     table = pd.DataFrame.from_records(records, columns=["id", *spec.fields, "label"])
     return _drop_or_fail(table, bad, origin, skipped)
 

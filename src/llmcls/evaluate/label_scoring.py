@@ -54,8 +54,8 @@ def label_log_likelihoods(
         mask = batch["attention_mask"]
         lengths = mask.sum(dim=1)
         rows = torch.arange(mask.shape[0], device=mask.device)
-        # Vocabulary logits only where some row ends (not at every position: 20% of the compute and most of
-        # the memory of a batch at SmolLM2's 49k vocabulary).
+        # Vocabulary logits only where some row ends, not at every position: with a vocabulary of tens of
+        # thousands of words they are a large share of the compute and most of the memory of a batch.
         ends = torch.unique(lengths - 1)
         out = lm(**batch, use_cache=bool(prefixes), logits_to_keep=ends)
         last = out.logits[rows, torch.searchsorted(ends, lengths - 1)]

@@ -1,9 +1,9 @@
 """Seed ensembles: one configuration's test probabilities averaged over the seeds it ran, and scored.
 
 A sweep over seeds 0/42/123 already trains three models that differ only in their seed; the mean of their
-class probabilities is an ensemble that costs no training beyond those runs (zh-reviews, all rows: 0.8834
-against single models' 0.8776 ± 0.0039). `llmcls report` lists it beside each configuration's mean and writes
-the averaged predictions in the evaluate stage's format (id, label, predicted, prob_<class>).
+class probabilities is an ensemble that costs no training beyond those runs. `llmcls report` lists it beside
+each configuration's mean and writes the averaged predictions in the evaluate stage's format (id, label,
+predicted, prob_<class>).
 """
 
 from __future__ import annotations

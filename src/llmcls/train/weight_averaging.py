@@ -3,8 +3,8 @@ after every optimizer step of the last part of training (stochastic weight avera
 learning-rate schedule), instead of the weights of the last step alone.
 
 Runs of different seeds disagree on a few percent of rows, and the mean of their predictions beats each of
-them (zh-reviews, 3 seeds: 0.8834 against 0.8776 ± 0.0039); averaging along one run's own trajectory is the
-cheapest share of that: one run, no extra forward pass.
+them (docs/results.md, zh-reviews); averaging along one run's own trajectory is the cheapest share of that:
+one run, no extra forward pass.
 
 While the average is running, every validation and every checkpoint sees the averaged weights, so the best
 checkpoint, early stopping and the DVCLive curves all describe the model that would be kept. A checkpoint also
