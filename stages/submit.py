@@ -13,7 +13,8 @@ import pandas as pd
 from llmcls.cli.stage import PathDir, PathFile, params_option, stage
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
-from llmcls.core.outputs import read_json, write_csv
+from llmcls.core.artifacts import SplitFolder
+from llmcls.core.outputs import write_csv
 from llmcls.evaluate.submission import build_submission, check_submission
 
 
@@ -29,9 +30,9 @@ def main(params_path: str, split_dir: Path, llm: Path, baseline: Path, ensemble:
     params = load_params(params_path)
     predictions = {"llm": llm, "baseline": baseline, "ensemble": ensemble}[params.submit.model]
     id_column = dataset_spec(params.dataset, params.custom).id_column or "id"
-    labels = read_json(split_dir / "labels.json")["labels"]
-    table = build_submission(pd.read_csv(predictions, dtype={"id": str}), labels, id_column)
-    expected = pd.read_parquet(split_dir / "test.parquet", columns=["id"])["id"].astype(str).tolist()
+    split = SplitFolder(split_dir)
+    table = build_submission(pd.read_csv(predictions, dtype={"id": str}), list(split.labels.names), id_column)
+    expected = split.frame("test")["id"].astype(str).tolist()
     check_submission(table, expected, id_column)
     write_csv(out, table)
     click.echo(f"submit: {params.submit.model}'s {len(table)} rows, columns {list(table.columns)} -> {out}")

@@ -85,12 +85,12 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
         click.echo(shlex.join(item.command()))
         queued += 1
         if not dry_run:
-            _run(item.command())
+            _run_dvc(item.command())
     if start and queued:
         command = ["dvc", "queue", "start", "-j", str(jobs)]
         click.echo(shlex.join(command))
         if not dry_run:
-            _run(command)
+            _run_dvc(command)
     click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
 
 
@@ -232,7 +232,7 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _run(command: list[str]) -> None:
+def _run_dvc(command: list[str]) -> None:
     """Run a dvc command; its output goes to a file, not a pipe: `dvc queue start` leaves a worker behind
     that inherits the output handles, and a pipe would keep this command waiting until the queue is empty."""
     with tempfile.TemporaryFile(mode="w+") as output:

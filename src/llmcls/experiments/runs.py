@@ -142,7 +142,7 @@ def _files(data: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:
     return {path: entry["data"] for path, entry in files.items() if isinstance(entry, dict) and "data" in entry}
 
 
-def _run(state: Mapping[str, Any], name: str | None, baseline: str | None, status: str) -> Run | None:
+def _record(state: Mapping[str, Any], name: str | None, baseline: str | None, status: str) -> Run | None:
     data = state.get("data")
     if not data or state.get("error"):
         return None
@@ -164,14 +164,14 @@ def parse_exp_show(rows: Iterable[Mapping[str, Any]]) -> list[Run]:
     """Every readable row of `dvc exp show --json` output: commits, the workspace and their experiments."""
     runs: list[Run] = []
     for commit in rows:
-        if run := _run(commit, commit.get("name"), None if commit["rev"] == "workspace" else commit["rev"], "done"):
+        if run := _record(commit, commit.get("name"), None if commit["rev"] == "workspace" else commit["rev"], "done"):
             runs.append(run)
         for exp in commit.get("experiments") or []:
             executor = exp.get("executor") or {}
             status = executor.get("state") or "done"
             status = "done" if status == "success" else status
             last = (exp.get("revs") or [None])[0]
-            if last and (run := _run(last, exp.get("name") or last.get("name"), commit["rev"], status)):
+            if last and (run := _record(last, exp.get("name") or last.get("name"), commit["rev"], status)):
                 runs.append(run)
     return runs
 
