@@ -129,6 +129,7 @@ def test_predict_bad_input(trained, monkeypatch):
     pd.DataFrame({"review": ["fine", None, "awful"]}).to_csv("holes.csv", index=False)
     result = llmcls("predict", "--model", "models/classifier", "--input", "holes.csv", "--out", "h.csv")
     assert result.exit_code == 1 and "holes.csv row 2 (id input-1): column 'review' is empty" in result.output
+    assert "(--bad-rows skip drops them)" in result.output
     result = llmcls(
         "predict", "--model", "models/classifier", "--input", "holes.csv", "--out", "h.csv", "--bad-rows", "skip"
     )

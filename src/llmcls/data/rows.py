@@ -72,8 +72,11 @@ class BadRow:
         return f"{self.origin} row {self.row} (id {self.id}): {self.problem}"
 
 
-def _drop_or_fail(table: pd.DataFrame, bad: list[BadRow], origin: str, collect: list[BadRow] | None) -> pd.DataFrame:
-    """Without ``collect``: one error listing the bad rows. With it: they join ``collect`` and leave the table."""
+def _drop_or_fail(
+    table: pd.DataFrame, bad: list[BadRow], origin: str, collect: list[BadRow] | None, skip_with: str
+) -> pd.DataFrame:
+    """Without ``collect``: one error listing the bad rows (and ``skip_with``, the setting that drops them
+    instead). With it: they join ``collect`` and leave the table."""
     if not bad:
         return table
     if collect is None:
@@ -81,7 +84,7 @@ def _drop_or_fail(table: pd.DataFrame, bad: list[BadRow], origin: str, collect: 
         extra = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         fail_on(
             problems[:MAX_LISTED],
-            f"{origin}: {len(problems)} bad row(s) (preprocess.bad_rows: skip drops them)" + extra,
+            f"{origin}: {len(problems)} bad row(s) ({skip_with} drops them)" + extra,
         )
     collect.extend(bad)
     rows = {b.row - 1 for b in bad}
@@ -129,12 +132,13 @@ def canonical_rows(
     origin: str,
     skipped: list[BadRow] | None = None,
     labels: LabelSet | None = None,
+    skip_with: str = "preprocess.bad_rows: skip",
 ) -> pd.DataFrame:
     """Map a raw split onto columns id, label (None when unlabelled) and one column per text field.
 
     Bad rows (empty text, a malformed JSON-list cell, a bad label or one outside ``labels``, the train split's
-    label set, a repeated id) raise one error that lists them all, or, given a ``skipped`` list, are dropped
-    and appended to it."""
+    label set, a repeated id) raise one error that lists them all and names ``skip_with``, the setting that
+    drops them; given a ``skipped`` list, they are dropped and appended to it."""
     labelled = has_labels(spec, frame)
     bad: list[BadRow] = []
     records = []
@@ -155,7 +159,7 @@ def canonical_rows(
             bad.append(BadRow(origin, index + 1, rid, "; ".join(problems)))
         records.append({"id": rid, **texts, "label": label})
     table = pd.DataFrame.from_records(records, columns=["id", *spec.fields, "label"])
-    return _drop_or_fail(table, bad, origin, skipped)
+    return _drop_or_fail(table, bad, origin, skipped, skip_with)
 
 
 def label_set(spec: DatasetSpec, train: pd.DataFrame) -> LabelSet:

@@ -105,7 +105,7 @@ class TextClassifier:
         spec = dataclasses.replace(self.spec, id_column=id_column) if id_column else self.spec
         required = self.text_columns + ([spec.id_column] if spec.id_column else [])
         fail_on(missing_columns(frame, required, origin), f"{origin}: not the columns the model reads")
-        return canonical_rows(spec, frame, "input", origin, skipped, self.labels)
+        return canonical_rows(spec, frame, "input", origin, skipped, self.labels, skip_with="--bad-rows skip")
 
     def probabilities(
         self, rows: pd.DataFrame, swap_tta: bool | None = None, progress: Callable[[int], Any] | None = None
