@@ -50,6 +50,7 @@ def test_all_problems_reported_together():
         ({"train.batch_size": 0}, "train.batch_size: 0 must be >= 1"),
         ({"train.batch_size": "16"}, "train.batch_size: '16' is not of type int"),
         ({"train.lora.r": 0}, "train.lora.r: 0 must be >= 1"),
+        ({"train.calibration": "platt"}, "train.calibration: 'platt' is not one of 'temperature' or 'none'"),
         (
             {"train.lora.target_modules": "attention"},
             "train.lora.target_modules: 'attention' is not a list or 'all-linear'",

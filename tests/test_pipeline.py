@@ -120,6 +120,8 @@ def test_llmcls_sweep_then_report(reproduced_copy):
     assert cells[3] == "3" and " ± " in cells[4]  # three seeds, mean ± std
     assert (tiny_project / "metrics" / "report" / "per_class_f1_custom.png").is_file()
     assert (tiny_project / "metrics" / "report" / "confusion_custom.png").is_file()  # read from the exp commit
+    assert (tiny_project / "metrics" / "report" / "reliability_custom.png").is_file()
+    assert "Expected calibration error: " in report
 
 
 def test_headerless_tsv_with_an_empty_row_then_predict_and_export(project_copy, tiny_model_dir, tmp_path):

@@ -177,9 +177,10 @@ def test_export_predicts_the_same_without_the_repository(trained, tmp_path, monk
 import json, sys, torch
 from transformers import AutoModelForSequenceClassification
 model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+temperature = json.load(open(sys.argv[1] + "/llmcls.json"))["calibration"]["temperature"]  # as the card says
 with torch.no_grad():
     logits = model(input_ids=torch.tensor([json.loads(sys.argv[2])])).logits
-print(json.dumps(torch.softmax(logits, -1)[0].tolist()))
+print(json.dumps(torch.softmax(logits.double() / temperature, -1)[0].tolist()))
 """
     ids = json.dumps([int(i) for i in split["input_ids"].iloc[0]])
     out = subprocess.run(

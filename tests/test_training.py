@@ -12,6 +12,7 @@ from llmcls.config.params import parse_params
 from llmcls.core.outputs import write_json
 from llmcls.data.prompt import encode_prompts, prompt_record
 from llmcls.data.rows import canonical_rows, label_set
+from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.classifier import evaluate_classifier
 from llmcls.model.store import load_trained_model
 from llmcls.train.classifier import train_classifier
@@ -75,6 +76,23 @@ def test_train_saves_a_self_describing_classifier(tmp_path, tiny_model_dir, tiny
     assert report["test"]["confusion_matrix"] and set(summary["test"]["f1_per_class"]) == {"negative", "positive"}
     probs = predictions["test"][["prob_negative", "prob_positive"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    # Calibrated by default: a temperature fitted on val, stored with the model, applied by evaluate; the
+    # uncalibrated numbers stay beside, and the predicted classes are the uncalibrated model's.
+    calibration = meta["calibration"]
+    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert calibration["val_log_loss"]["after"] <= calibration["val_log_loss"]["before"] + 1e-9
+    assert {"log_loss", "ece"} == set(summary["test"]["uncalibrated"]) and 0 <= summary["test"]["ece"] <= 1
+    assert report["calibration"] == calibration
+    uncalibrated = apply_temperature(probs, 1 / calibration["temperature"])
+    assert (uncalibrated.argmax(axis=1) == probs.argmax(axis=1)).all()
+
+
+def test_calibration_none_leaves_the_probabilities_as_the_model_gives_them(tmp_path, tiny_model_dir, tiny_base_dir):
+    _, out, split_dir = train(tmp_path, tiny_model_dir, tiny_base_dir, "raw", **{"train.calibration": "none"})
+    meta = json.loads((out / "model" / "llmcls.json").read_text())
+    assert meta["calibration"] is None
+    summary, report, _ = evaluate_classifier(out / "model", tiny_base_dir, split_dir, 8)
+    assert "uncalibrated" not in summary["test"] and report["calibration"] is None
 
 
 def test_lora_learns_the_tiny_task(tmp_path, tiny_model_dir, tiny_base_dir):

@@ -246,6 +246,7 @@ class TrainParams(Section):
     # fp32); auto = compute on CUDA, fp32 on CPU (where compute gained too little to be worth a second numerics).
     base_precision: Literal["auto", "fp32", "compute"]
     average_last: Annotated[float, Field(gt=0, le=1)] | None  # mean of the trainable weights over this tail
+    calibration: Literal["temperature", "none"]  # temperature scaling fitted on val, stored with the model
     launch: LaunchParams
     lora: LoraParams
     qlora: QloraParams

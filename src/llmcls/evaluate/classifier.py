@@ -11,6 +11,7 @@ import pandas as pd
 
 from llmcls.core.artifacts import SplitFolder
 from llmcls.core.devices import enable_fast_matmul, process_state
+from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.scoring import score_split, score_splits
 from llmcls.model.base import load_tokenizer
 from llmcls.model.inference import head_probabilities, head_probabilities_parallel
@@ -43,6 +44,11 @@ def class_probabilities(
     return scored_probabilities(
         model, sequences, targets, meta["pad_token_id"], batch_size, precision, device, progress
     )
+
+
+def model_temperature(meta: dict[str, Any]) -> float | None:
+    """The temperature a model folder was calibrated with (llmcls.json), None when it was not."""
+    return (meta.get("calibration") or {}).get("temperature")
 
 
 def with_swapped(predict: Callable[[list], np.ndarray], frame: pd.DataFrame, permutation: list[int] | None):
@@ -104,12 +110,20 @@ def evaluate_classifier(
 
     frames = split.frames()
     both = {name: with_swapped(predict, frame, permutation) for name, frame in frames.items()}
-    summary, report, predictions = score_splits(frames, {name: p for name, (p, _) in both.items()}, labels)
+    temperature = model_temperature(meta)
+    calibrated = {name: apply_temperature(p, temperature) for name, (p, _) in both.items()}
+    summary, report, predictions = score_splits(frames, calibrated, labels)
     if targets is not None:
         add_generated(summary, predictions, frames, model, tokenizer, meta, max_new_tokens, batch_size)
     report["swap_tta"] = bool(permutation)
+    report["calibration"] = meta.get("calibration")
     for name, frame in frames.items():
-        if permutation and name in report:
-            without, _ = score_split(frame, both[name][1], labels)
+        if name not in report:  # unlabelled: nothing to score
+            continue
+        if temperature is not None:
+            raw, _ = score_split(frame, both[name][0], labels)
+            summary[name]["uncalibrated"] = {k: raw[k] for k in ("log_loss", "ece")}
+        if permutation:
+            without, _ = score_split(frame, apply_temperature(both[name][1], temperature), labels)
             summary[name]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
     return summary, report, predictions

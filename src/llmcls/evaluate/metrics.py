@@ -14,6 +14,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from llmcls.evaluate.calibration import expected_calibration_error
+
 # Whether a larger value is better, for choosing the best checkpoint.
 GREATER_IS_BETTER = {"accuracy": True, "f1_macro": True, "log_loss": False}
 
@@ -50,6 +52,7 @@ def full_report(y_true: Sequence[int], probs: np.ndarray, names: Sequence[str]) 
     )
     per_class = {name: {k: float(v) for k, v in report[name].items()} for name in names}
     return summary_metrics(y_true, probs) | {
+        "ece": expected_calibration_error(np.asarray(y_true), probs),
         "n": int(len(y_true)),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),

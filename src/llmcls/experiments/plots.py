@@ -88,6 +88,27 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], title
     _save(fig, path)
 
 
+def plot_reliability(bins: Sequence[dict], ece: float, title: str, path: Path) -> None:
+    """A reliability diagram: accuracy against mean confidence per confidence bin (the diagonal is perfect
+    calibration), with each bin's share of rows as bars below."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=f"model (ECE {ece:.4f})")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1.02)
+    top.set_title(title, fontsize=10)
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    total = sum(b["rows"] for b in bins)
+    bottom.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["rows"] / total for b in bins], width=1 / 16)
+    bottom.set_xlabel("confidence (top class)")
+    bottom.set_ylabel("share of rows")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=120)
     _pyplot().close(fig)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from llmcls.core.outputs import staged_dir, staged_file
+from llmcls.evaluate.calibration import expected_calibration_error, reliability
 from llmcls.experiments.aggregate import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
@@ -31,10 +32,16 @@ from llmcls.experiments.aggregate import (
     seeds,
     size_name,
 )
-from llmcls.experiments.plots import plot_confusion, plot_learning_curves, plot_per_class_f1
+from llmcls.experiments.plots import plot_confusion, plot_learning_curves, plot_per_class_f1, plot_reliability
 from llmcls.experiments.runs import SEED, Run
-from llmcls.experiments.seed_ensemble import SeedEnsemble, seed_ensemble
+from llmcls.experiments.seed_ensemble import SeedEnsemble, labelled_probabilities, read_predictions, seed_ensemble
 
+PREDICTIONS = {
+    "llm": "metrics/predictions/test.csv",
+    "baseline": "metrics/baseline/predictions/test.csv",
+    "ensemble": "metrics/ensemble/predictions/test.csv",
+    "prompt_only": "metrics/prompt_only/predictions/test.csv",
+}
 REPORTS = {
     "llm": "metrics/eval_report.json",
     "baseline": "metrics/baseline/eval_report.json",
@@ -231,7 +238,27 @@ def best_section(best: Mapping[str, Group], metric: str, read_file: FileReader, 
             lines += [f"![{dataset} confusion matrix]({rel}/{cm_name})", ""]
         else:
             lines += [f"(no {REPORTS[group.system]} in `{run.label}`: confusion matrix not drawn)", ""]
+        lines += reliability_figure(dataset, group, run, read_file, folder, rel)
     return lines
+
+
+def reliability_figure(
+    dataset: str, group: Group, run: Run, read_file: FileReader, folder: Path, rel: str
+) -> list[str]:
+    """The best seed's reliability diagram on its labelled test predictions (nothing for an unlabelled test split)."""
+    text = read_file(run, PREDICTIONS[group.system])
+    try:
+        labelled = labelled_probabilities(read_predictions(text, PREDICTIONS[group.system])) if text else None
+    except (ValueError, pd.errors.ParserError):
+        labelled = None
+    if labelled is None:
+        return []
+    probs, label_ids = labelled
+    name = f"reliability_{dataset}.png"
+    title = f"{dataset}: test reliability, {group.title}, seed {run.params.get(SEED)}"
+    ece = expected_calibration_error(label_ids, probs)
+    plot_reliability(reliability(label_ids, probs), ece, title, folder / name)
+    return [f"![{dataset} reliability diagram]({rel}/{name})", "", f"Expected calibration error: {ece:.4f}.", ""]
 
 
 def build_report(

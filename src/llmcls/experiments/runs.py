@@ -58,6 +58,7 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     # No floor: the text got max_length minus the template. (Not 128: a run with max_length 128 left less.)
     "preprocess.min_text_tokens": 0,
     "preprocess.class_labels_max_tokens": None,  # null: the names always listed, however long
+    "train.calibration": "none",  # probabilities as the model gave them
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 

@@ -68,14 +68,22 @@ def average(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def score(table: pd.DataFrame) -> dict[str, float] | None:
-    """Accuracy, macro F1, log loss... of averaged predictions; None when any row has no (known) label."""
+def labelled_probabilities(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probabilities, label ids) of a predictions table; None when any row has no (known) label."""
     names = [c[len(PROB_PREFIX) :] for c in table.columns if c.startswith(PROB_PREFIX)]
     index = {name: i for i, name in enumerate(names)}
     if not len(table) or not table["label"].isin(index).all():
         return None
-    probs = table[[PROB_PREFIX + n for n in names]].to_numpy(dtype=np.float64)
-    return summary_metrics(table["label"].map(index).to_numpy(), probs) | {"n": int(len(table))}
+    return table[[PROB_PREFIX + n for n in names]].to_numpy(dtype=np.float64), table["label"].map(index).to_numpy()
+
+
+def score(table: pd.DataFrame) -> dict[str, float] | None:
+    """Accuracy, macro F1, log loss... of averaged predictions; None when any row has no (known) label."""
+    labelled = labelled_probabilities(table)
+    if labelled is None:
+        return None
+    probs, label_ids = labelled
+    return summary_metrics(label_ids, probs) | {"n": int(len(table))}
 
 
 def seed_ensemble(group: Group, read_file: Callable[[Run, str], str | None]) -> SeedEnsemble | str | None:

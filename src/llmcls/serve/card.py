@@ -70,7 +70,7 @@ def use_section(meta: dict[str, Any]) -> list[str]:
         python = [
             "from transformers import AutoModelForSequenceClassification",
             "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
-            "# softmax(model(input_ids).logits)",
+            "# softmax(model(input_ids).logits / T), T the temperature in llmcls.json (calibration; 1 if absent)",
         ]
     return [
         "## Use",

@@ -31,7 +31,8 @@ from llmcls.core.outputs import read_json, staged_file
 from llmcls.data.prompt import encode_table, reader_spec
 from llmcls.data.rows import BadRow, canonical_rows, swap_permutation
 from llmcls.data.tables import missing_columns, read_table
-from llmcls.evaluate.classifier import class_probabilities, label_targets, swap_back
+from llmcls.evaluate.calibration import apply_temperature
+from llmcls.evaluate.classifier import class_probabilities, label_targets, model_temperature, swap_back
 from llmcls.evaluate.scoring import prediction_table
 from llmcls.model.base import load_tokenizer
 from llmcls.model.store import load_trained_model
@@ -110,8 +111,9 @@ class TextClassifier:
     def probabilities(
         self, rows: pd.DataFrame, swap_tta: bool | None = None, progress: Callable[[int], Any] | None = None
     ) -> np.ndarray:
-        """Class probabilities of canonical rows. A pairwise model also scores each row with its two responses
-        traded and averages both (``swap_tta``; default: what the run's evaluate stage did)."""
+        """Class probabilities of canonical rows, at the model's calibrated temperature (as evaluate gives them).
+        A pairwise model also scores each row with its two responses traded and averages both (``swap_tta``;
+        default: what the run's evaluate stage did)."""
         encoded = encode_table(rows, self.prompt, self.tokenizer)
 
         def run(column: str) -> np.ndarray:
@@ -124,7 +126,7 @@ class TextClassifier:
         permutation = self.tta_permutation(swap_tta)
         if permutation:
             probs = (probs + swap_back(run("input_ids_swapped"), permutation)) / 2
-        return probs
+        return apply_temperature(probs, model_temperature(self.meta))
 
     def tta_permutation(self, swap_tta: bool | None = None) -> list[int] | None:
         """The class permutation of A/B-swapped inputs when they are scored too: a pairwise model, and

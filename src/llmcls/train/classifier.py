@@ -42,6 +42,7 @@ class Objective:
     label_texts: list[str] | None = None
     class_weights: list[float] | None = None
     callbacks: list[TrainerCallback] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # fitted after training (fit_calibration)
 
 
 def head_objective(
@@ -138,6 +139,24 @@ def training_summary(params: Params, trainer, args: TrainingArguments, objective
     }
 
 
+def fit_calibration(params: Params, model, objective: Objective, val: pd.DataFrame, pad_id: int, precision: str):
+    """The temperature (params train.calibration) fitted on the trained model's validation probabilities; None
+    when calibration is off. Every process of `accelerate launch` gets the same rows back, so the same value."""
+    if params.train.calibration == "none":
+        return None
+    from llmcls.evaluate.calibration import temperature_record
+    from llmcls.evaluate.label_scoring import scored_probabilities
+    from llmcls.model.inference import head_probabilities_parallel
+
+    model.eval()
+    prompts, batch = val["input_ids"].tolist(), params.evaluate.batch_size
+    if objective.scoring is None:
+        probs = head_probabilities_parallel(model, prompts, pad_id, batch, precision, params.evaluate.max_tokens)
+    else:
+        probs = scored_probabilities(model, prompts, objective.scoring["targets"], pad_id, batch, precision)
+    return temperature_record(probs, val["label_id"].to_numpy())
+
+
 def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, model_dir, objective, summary, live):
     """The main process writes the model folder and closes the DVCLive run."""
     meta = {
@@ -149,6 +168,7 @@ def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, m
         "base_model": read_json(base_dir / RECORD),
         "params": params.to_dict(),
         "training": summary,  # no timings: the model folder must hash the same for the same run
+        "calibration": objective.calibration,
     }
     save_classifier(trainer.model, tokenizer, split.labels, meta, split.prompt, model_dir)
     for key, value in summary.items():
@@ -202,6 +222,7 @@ def train_classifier(
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
     summary = training_summary(params, trainer, args, objective, average, precision)
+    objective.calibration = fit_calibration(params, trainer.model, objective, val, tokenizer.pad_token_id, precision)
     if trainer.is_world_process_zero():
         save_run(params, trainer, tokenizer, split, base_dir, model_dir, objective, summary, live)
     trainer.accelerator.wait_for_everyone()
