@@ -10,7 +10,6 @@ import time
 import click
 
 from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
-from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
 from llmcls.core.artifacts import SplitFolder
 from llmcls.core.devices import resolve_precision
@@ -28,9 +27,8 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 def main(params_path, split_dir, base, metrics, report, predictions, run_log) -> None:
     params = load_params(params_path)
     start = time.perf_counter()
-    spec = dataset_spec(params.dataset, params.custom)
-    # The label texts as the prompt's {class_labels} shows them.
-    texts = [spec.class_labels.get(name, name) for name in SplitFolder(split_dir).labels.names]
+    # The label texts as the prompt's {class_labels} shows them (preprocess recorded them in prompt.json).
+    texts = SplitFolder(split_dir).prompt["label_texts"]
     precision = resolve_precision(params.train.precision)
     summary, full, tables = evaluate_prompt_only(base, split_dir, texts, params.evaluate.batch_size, precision)
     write_evaluation(summary, full, tables, metrics, report, predictions)

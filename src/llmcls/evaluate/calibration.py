@@ -42,19 +42,6 @@ def fit_temperature(probs: np.ndarray, label_ids: np.ndarray) -> float:
     return float(np.exp(found.x))
 
 
-def expected_calibration_error(label_ids: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over equal-width confidence bins of (share of rows) x |accuracy - mean confidence| (top class)."""
-    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-    correct = predicted == np.asarray(label_ids)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        rows = which == b
-        if rows.any():
-            error += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    return float(error)
-
-
 def reliability(label_ids: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
     """Per confidence bin (with rows): its bounds, row count, mean confidence and accuracy (a reliability diagram)."""
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == np.asarray(label_ids)
@@ -70,6 +57,17 @@ def reliability(label_ids: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) 
         for b in range(bins)
         if (which == b).any()
     ]
+
+
+def ece_of(bins: list[dict[str, Any]]) -> float:
+    """The expected calibration error of reliability bins: sum of (share of rows) x |accuracy - confidence|."""
+    total = sum(b["rows"] for b in bins)
+    return float(sum(b["rows"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins))
+
+
+def expected_calibration_error(label_ids: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """How far the top class's confidence is from its accuracy, over equal-width confidence bins."""
+    return ece_of(reliability(label_ids, probs, bins))
 
 
 def temperature_record(probs: np.ndarray, label_ids: np.ndarray) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from llmcls.core.outputs import staged_dir, staged_file
-from llmcls.evaluate.calibration import expected_calibration_error, reliability
+from llmcls.evaluate.calibration import ece_of, reliability
 from llmcls.experiments.aggregate import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
@@ -256,8 +256,9 @@ def reliability_figure(
     probs, label_ids = labelled
     name = f"reliability_{dataset}.png"
     title = f"{dataset}: test reliability, {group.title}, seed {run.params.get(SEED)}"
-    ece = expected_calibration_error(label_ids, probs)
-    plot_reliability(reliability(label_ids, probs), ece, title, folder / name)
+    bins = reliability(label_ids, probs)
+    ece = ece_of(bins)
+    plot_reliability(bins, ece, title, folder / name)
     return [f"![{dataset} reliability diagram]({rel}/{name})", "", f"Expected calibration error: {ece:.4f}.", ""]
 
 

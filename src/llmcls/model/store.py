@@ -51,7 +51,7 @@ def load_trained_model(
     folder (full fine-tune, export) needs no ``base_dir``."""
     model_dir = Path(model_dir)
     meta = read_json(model_dir / META)
-    labels = LabelSet.from_json(read_json(model_dir / LABELS))
+    labels = LabelSet.read(model_dir)
     head = meta["params"]["model"]
     quantization = None
     if quantize:  # the run's own qlora settings (params.yaml), at the bit width asked for
