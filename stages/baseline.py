@@ -21,7 +21,7 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 def main(params_path, split_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)
     spec = dataset_spec(params.dataset, params.custom)
-    summary, full, tables = run_baseline(spec, params.baseline, split_dir)
+    summary, full, tables = run_baseline(spec, params.baseline, split_dir, params.train.thresholds)
     write_evaluation(summary, full, tables, metrics, report, predictions)
     click.echo(f"baseline: {summary['features']} TF-IDF features\n{shown_metrics(summary)}")
 

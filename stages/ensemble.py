@@ -21,7 +21,9 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 @stage
 def main(params_path, split_dir, llm_dir, baseline_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)
-    summary, full, tables = run_ensemble(llm_dir, baseline_dir, split_dir, params.ensemble.llm_weight)
+    summary, full, tables = run_ensemble(
+        llm_dir, baseline_dir, split_dir, params.ensemble.llm_weight, params.train.thresholds
+    )
     write_evaluation(summary, full, tables, metrics, report, predictions)
     how = "fitted on val log loss" if summary["fitted"] else "from params"
     click.echo(f"ensemble: LLM weight {summary['llm_weight']:.2f} ({how})\n{shown_metrics(summary)}")

@@ -31,9 +31,10 @@ def main(params_path: str, split_dir: Path, llm: Path, baseline: Path, ensemble:
     predictions = {"llm": llm, "baseline": baseline, "ensemble": ensemble}[params.submit.model]
     id_column = dataset_spec(params.dataset, params.custom).id_column or "id"
     split = SplitFolder(split_dir)
-    table = build_submission(pd.read_csv(predictions, dtype={"id": str}), list(split.labels.names), id_column)
+    labels = split.labels
+    table = build_submission(pd.read_csv(predictions, dtype={"id": str}), labels, id_column)
     expected = split.frame("test")["id"].astype(str).tolist()
-    check_submission(table, expected, id_column)
+    check_submission(table, expected, id_column, labels.task)
     write_csv(out, table)
     click.echo(f"submit: {params.submit.model}'s {len(table)} rows, columns {list(table.columns)} -> {out}")
 

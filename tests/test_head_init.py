@@ -28,7 +28,7 @@ def test_probe_folds_standardisation_into_the_layer(classes):
     # Features on very different scales and offsets, as raw LLM hidden states are.
     features = rng.normal(size=(120, 6)) * [1, 50, 0.1, 3, 7, 1] + [0, 100, -5, 2, 0, 9]
     features[:, 0] += labels * 2.0
-    weight, bias, accuracy = fit_probe(features, labels, classes, C=1.0, seed=0)
+    weight, bias, accuracy, _ = fit_probe(features, labels, classes, C=1.0, seed=0)
     assert weight.shape == (classes, 6) and bias.shape == (classes,)
     mean, scale = features.mean(axis=0), features.std(axis=0)
     reference = LogisticRegression(C=1.0, max_iter=5000, random_state=0).fit((features - mean) / scale, labels)
@@ -41,7 +41,7 @@ def test_probe_folds_standardisation_into_the_layer(classes):
 def test_a_class_missing_from_the_rows_never_wins():
     features = np.random.default_rng(1).normal(size=(40, 3))
     labels = np.arange(40) % 2 * 2  # classes 0 and 2 of three
-    weight, bias, _ = fit_probe(features, labels, 3, C=1.0, seed=0)
+    weight, bias, _, _ = fit_probe(features, labels, 3, C=1.0, seed=0)
     assert (linear_probs(weight, bias, features).argmax(axis=1) != 1).all()
 
 

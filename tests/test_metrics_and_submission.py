@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmcls.core.artifacts import LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.evaluate.metrics import full_report, summary_metrics
 from llmcls.evaluate.submission import build_submission, check_submission
@@ -46,7 +47,9 @@ CLASSES = ["winner_model_a", "winner_model_b", "winner_tie"]
 
 
 def test_valid_submission_passes():
-    table = build_submission(predictions(["1", "2"], [[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]]), CLASSES, "id")
+    table = build_submission(
+        predictions(["1", "2"], [[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]]), LabelSet(tuple(CLASSES)), "id"
+    )
     assert list(table.columns) == ["id", *CLASSES]
     check_submission(table, ["1", "2"], "id")
 
@@ -62,7 +65,7 @@ def test_valid_submission_passes():
     ],
 )
 def test_invalid_submission_is_refused(ids, probs, expected):
-    table = build_submission(predictions(ids, probs), CLASSES, "id")
+    table = build_submission(predictions(ids, probs), LabelSet(tuple(CLASSES)), "id")
     with pytest.raises(LlmclsError, match="submission is invalid") as err:
         check_submission(table, ["1", "2"], "id")
     assert expected in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,10 @@ class DatasetSpec:
     json_list_fields: tuple[str, ...] = ()
     swap: dict[str, Any] = field(default_factory=dict)
     label_pattern: str | None = None  # a regex whose one group captures the label from the raw label cell
-    label_names_file: str | None = None  # one class name per line (custom data); fetch reads and records it
+    label_names_file: str | None = None  # one class name per line; fetch reads and records it
+    task: str = "single_label"  # single_label | multi_label | regression (core.artifacts.TASKS)
+    label_separator: str | None = None  # multi-label: what separates the labels in one cell (None: , ; or |)
+    round_scores: bool = False  # regression: round every score to a whole number (a grade)
 
     @property
     def raw_columns(self) -> list[str]:
@@ -65,8 +69,14 @@ def dataset_names() -> list[str]:
     return [*_catalog()["datasets"], CUSTOM]
 
 
-def dataset_spec(name: str, custom: Any = None) -> DatasetSpec:
-    """The spec of a named dataset; ``custom`` (CustomParams) describes the ``custom`` one."""
+def dataset_spec(name: str, custom: Any = None, task: str | None = None) -> DatasetSpec:
+    """The spec of a named dataset; ``custom`` (CustomParams) describes the ``custom`` one; ``task`` (params
+    `task`) replaces the dataset's own."""
+    spec = _named_spec(name, custom)
+    return dataclasses.replace(spec, task=task) if task else spec
+
+
+def _named_spec(name: str, custom: Any) -> DatasetSpec:
     if name == CUSTOM:
         if custom is None:
             raise LlmclsError("dataset 'custom' needs the params section `custom`")
@@ -88,7 +98,9 @@ def dataset_spec(name: str, custom: Any = None) -> DatasetSpec:
             local=local,
             read=read,
             id_column=custom.id_column,
-            label_column=custom.label_column,
+            label_column=None if custom.label_columns else custom.label_column,
+            label_onehot=tuple(custom.label_columns or ()),
+            label_separator=custom.label_separator,
             label_names=names if isinstance(names, dict) else {},
             label_names_file=names if isinstance(names, str) else None,
             label_pattern=custom.label_pattern,

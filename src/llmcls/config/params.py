@@ -37,6 +37,20 @@ def read_yaml(text: str) -> Any:
 
 
 SOURCES = Literal["local", "package", "hub", "kaggle"]
+TASK = Literal["single_label", "multi_label", "regression"]  # core.artifacts.TASKS
+# What picks the kept checkpoint; which apply depends on the task (train checks: the task comes with the data).
+METRICS_FOR_BEST = (
+    "auto",
+    "accuracy",
+    "f1_macro",
+    "f1_micro",
+    "log_loss",
+    "rmse",
+    "mae",
+    "pearson",
+    "spearman",
+    "r2",
+)
 # One accelerate config file per strategy in configs/accelerate/ (dvc.yaml builds the path).
 LAUNCH_STRATEGIES = ("single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 # YAML lists arrive as lists; the models keep them as tuples (frozen like the rest).
@@ -120,6 +134,8 @@ class CustomParams(Section):
     encoding: str
     label_names: str | dict[str, str] | None  # raw label -> class name, or a file with one name per line
     label_pattern: str | None  # a regex whose one group captures the label from the raw label cell
+    label_columns: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] | None  # 0/1 columns, one a label
+    label_separator: str | None  # multi-label: between the labels of one cell; None: any of , ; |
 
     _labels = field_validator("label_names", mode="before")(label_keys)
 
@@ -229,7 +245,7 @@ class TrainParams(Section):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
     max_grad_norm: Annotated[float, Field(ge=0)]
     eval_steps: Positive
-    metric_for_best: Literal["accuracy", "f1_macro", "log_loss"]
+    metric_for_best: Literal[METRICS_FOR_BEST]  # auto: the task's main metric
     group_by_length: bool
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     torch_compile: bool
@@ -247,6 +263,7 @@ class TrainParams(Section):
     base_precision: Literal["auto", "fp32", "compute"]
     average_last: Annotated[float, Field(gt=0, le=1)] | None  # mean of the trainable weights over this tail
     calibration: Literal["temperature", "none"]  # temperature scaling fitted on val, stored with the model
+    thresholds: Literal["tuned"] | Annotated[float, Field(gt=0, lt=1)]  # multi-label decisions: per label on val
     launch: LaunchParams
     lora: LoraParams
     qlora: QloraParams
@@ -314,6 +331,7 @@ class SubmitParams(Section):
 
 class Params(Section):
     dataset: str
+    task: TASK | None  # None: the dataset's own (catalog.yaml; custom data: single_label)
     model: ModelParams
     fetch: FetchParams
     custom: CustomParams

@@ -186,17 +186,31 @@ def _from_kaggle(spec: DatasetSpec, params: FetchParams, inputs: Inputs) -> Serv
 SOURCES: dict[str, Source] = {"local": _from_local, "package": _from_package, "hub": _from_hub, "kaggle": _from_kaggle}
 
 
-def read_label_names(path: Path) -> dict[str, str]:
+def read_label_names(path: Path, key: str = "custom.label_names") -> dict[str, str]:
     """A label-names file: line i (from 0) names raw label i. Blank lines at the end are ignored."""
     if not path.is_file():
-        raise LlmclsError(f"custom.label_names: {path}: file not found")
+        raise LlmclsError(f"{key}: {path}: file not found")
     names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while names and not names[-1]:
         names.pop()
     problems = [f"{path} line {i + 1}: empty class name" for i, n in enumerate(names) if not n]
     problems += [f"{path}: class name {n!r} appears twice" for n in sorted({n for n in names if names.count(n) > 1})]
-    fail_on(problems or ([] if names else [f"{path}: no class names"]), "custom.label_names: a bad label-names file")
+    fail_on(problems or ([] if names else [f"{path}: no class names"]), f"{key}: a bad label-names file")
     return {str(i): name for i, name in enumerate(names)}
+
+
+def label_names_record(spec: DatasetSpec, inputs: Inputs, digests: dict[str, str]) -> dict:
+    """The class names a spec's label-names file gives (custom: under data/custom/; a catalog dataset: in its
+    own folder, GoEmotions' emotions.txt) and the file's hash beside the data files'."""
+    if spec.name == CUSTOM:
+        path, name = Path(spec.label_names_file), spec.label_names_file
+        check_inside_custom([path], inputs, "custom.label_names")
+    else:
+        if inputs.folder is None:
+            raise LlmclsError(f"dataset {spec.name!r}: its label names file needs the dataset folder")
+        path, name = inputs.folder / spec.label_names_file, f"{inputs.name.rstrip('/')}/{spec.label_names_file}"
+    key = "custom.label_names" if spec.name == CUSTOM else f"catalog {spec.name}.label_names_file"
+    return {"label_names": read_label_names(path, key), "sha256": digests | {name: sha256(path)}}
 
 
 def check_columns(spec: DatasetSpec, splits: Splits, files: dict[str, str]) -> None:
@@ -231,10 +245,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, i
             "rows": {s: len(f) for s, f in served.splits.items()},
         }
         if spec.label_names_file:
-            names_file = Path(spec.label_names_file)
-            check_inside_custom([names_file], inputs, "custom.label_names")
-            record["label_names"] = read_label_names(names_file)
-            record["sha256"] = served.sha256 | {spec.label_names_file: sha256(names_file)}
+            record |= label_names_record(spec, inputs, record["sha256"])
         with staged_dir(out_dir) as tmp:
             for split, frame in served.splits.items():
                 frame.to_parquet(tmp / f"{split}.parquet", index=False)

@@ -24,8 +24,10 @@ def preprocess_dataset(
     to ``out_dir``. Returns the stats and the rows dropped under ``bad_rows: skip``."""
     source = read_json(raw_dir / "source.json")
     files = source["files"]
-    if "label_names" in source:  # a custom label-names file, read by fetch (which depends on it)
-        spec = dataclasses.replace(spec, label_names=source["label_names"])
+    if "label_names" in source:  # a label-names file, read by fetch (which depends on it)
+        # Line i names label i: keep the file's order (JSON stores the keys sorted as text: "10" before "2").
+        names = dict(sorted(source["label_names"].items(), key=lambda item: int(item[0])))
+        spec = dataclasses.replace(spec, label_names=names)
     skipped: list[BadRow] | None = [] if params.bad_rows == "skip" else None
     tables = {
         "train": canonical_rows(spec, pd.read_parquet(raw_dir / "train.parquet"), "train", files["train"], skipped)

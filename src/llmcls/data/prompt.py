@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from llmcls.config.catalog import DatasetSpec
-from llmcls.core.artifacts import LabelSet
+from llmcls.core.artifacts import REGRESSION, LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.data.rows import with_label_ids
 
@@ -123,7 +123,10 @@ class PromptEncoder:
 
 
 def shown_class_names(spec: DatasetSpec, labels: LabelSet) -> list[str]:
-    """The class names as prompts and answers show them (the catalog's readable names where it has them)."""
+    """The class names as prompts and answers show them (the catalog's readable names where it has them); a
+    score has no classes to list."""
+    if labels.task == REGRESSION:
+        return []
     return [spec.class_labels.get(n, n) for n in labels.names]
 
 
@@ -164,6 +167,9 @@ def prompt_record(
             "label_names": {str(k): v for k, v in spec.label_names.items()},
             "label_pattern": spec.label_pattern,
             "swap": dict(spec.swap),
+            "task": spec.task,
+            "label_separator": spec.label_separator,
+            "round_scores": spec.round_scores,
         },
     }
 

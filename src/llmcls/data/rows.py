@@ -1,6 +1,9 @@
 """Canonical rows: a raw table mapped onto (id, one column per text field, label), with every bad row (empty
-or NaN text, a malformed JSON-list cell, a label outside the label set, a repeated id) collected and reported
-in one error that names the source file, row number and column."""
+or NaN text, a malformed JSON-list cell, a label outside the label set, a score that is not a number, a
+repeated id) collected and reported in one error that names the source file, row number and column.
+
+A label is a class name (single_label), a list of class names (multi_label: a delimited cell, 0/1 columns,
+or label ids named by a file) or a float (regression)."""
 
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from llmcls.config.catalog import DatasetSpec
-from llmcls.core.artifacts import LabelSet
+from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SCORE, LabelSet
 from llmcls.core.errors import fail_on
 
 MAX_LISTED = 20  # row problems listed in one error; the count of the rest follows
+ANY_SEPARATOR = r"[,;|]"  # between the labels of a multi-label cell when the spec names no separator
 
 
 def _missing(value: Any) -> bool:
@@ -113,9 +117,46 @@ def row_texts(spec: DatasetSpec, row: dict[str, Any]) -> tuple[dict[str, str], l
     return texts, problems
 
 
-def row_label(spec: DatasetSpec, row: dict[str, Any], labels: LabelSet | None) -> str:
-    """A raw row's class name; a ValueError says what is wrong with its label (empty, unknown, or outside
-    ``labels``, the train split's label set)."""
+def _label_list(spec: DatasetSpec, row: dict[str, Any], labels: LabelSet | None) -> list[str]:
+    """A multi-label row's class names: the 0/1 columns that are 1, or its label cell split at the separator
+    (each part renamed as a single label is)."""
+    if spec.label_onehot:
+        if any(row[c] not in (0, 1) for c in spec.label_onehot):
+            raise ValueError(f"columns {list(spec.label_onehot)} must hold 0 or 1")
+        return [c for c in spec.label_onehot if row[c] == 1]
+    cell = row[spec.label_column]
+    if _missing(cell):
+        raise ValueError(f"label column {spec.label_column!r} is empty")
+    separator = re.escape(spec.label_separator) if spec.label_separator else ANY_SEPARATOR
+    names = [_label_name(spec, part.strip()) for part in re.split(separator, str(cell)) if part.strip()]
+    if labels is not None and (unknown := [n for n in names if n not in labels.names]):
+        raise ValueError(f"labels {unknown} are not in the train split's label set {list(labels.names)}")
+    return sorted(set(names), key=names.index)
+
+
+def _score(spec: DatasetSpec, row: dict[str, Any]) -> float:
+    """A regression row's score: a finite number (rounded to a whole one where the spec says so)."""
+    raw = row[spec.label_column]
+    if _missing(raw):
+        raise ValueError(f"label column {spec.label_column!r} is empty")
+    if spec.label_pattern:
+        raw = _label_name(spec, raw)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"score {raw!r} in column {spec.label_column!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"score {raw!r} in column {spec.label_column!r} is not a finite number")
+    return float(round(value)) if spec.round_scores else value
+
+
+def row_label(spec: DatasetSpec, row: dict[str, Any], labels: LabelSet | None) -> str | list[str] | float:
+    """A raw row's label as its task has it (a class name, a list of them, a score); a ValueError says what is
+    wrong with it (empty, unknown, outside ``labels``, the train split's label set, not a number)."""
+    if spec.task == MULTI_LABEL:
+        return _label_list(spec, row, labels)
+    if spec.task == REGRESSION:
+        return _score(spec, row)
     raw = _raw_label(spec, row)
     if _missing(raw):
         raise ValueError(f"label column {spec.label_column!r} is empty")
@@ -163,13 +204,20 @@ def canonical_rows(
 
 
 def label_set(spec: DatasetSpec, train: pd.DataFrame) -> LabelSet:
-    """Class order: the spec's declared order (renamed codes or one-hot columns), else sorted from the data."""
-    seen = set(train["label"])
+    """Class order: the spec's declared order (renamed codes or one-hot columns), else sorted from the data.
+    A regression's one output is the score, with the training scores' range."""
+    if spec.task == REGRESSION:
+        scores = train["label"].to_numpy(dtype=float)
+        whole = bool(len(scores)) and bool((scores == scores.round()).all())
+        return LabelSet((SCORE,), REGRESSION, whole, (float(scores.min()), float(scores.max())))
+    seen = {n for names in train["label"] for n in names} if spec.task == MULTI_LABEL else set(train["label"])
     if spec.label_names:
-        return LabelSet(tuple(n for n in spec.label_names.values() if n in seen))
-    if spec.label_onehot:
-        return LabelSet(tuple(spec.label_onehot))
-    return LabelSet(tuple(sorted(seen)))
+        names = tuple(n for n in spec.label_names.values() if n in seen)
+    elif spec.label_onehot:
+        names = tuple(spec.label_onehot)
+    else:
+        names = tuple(sorted(seen))
+    return LabelSet(names, spec.task)
 
 
 def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
@@ -183,8 +231,14 @@ def swap_permutation(spec: DatasetSpec, labels: LabelSet) -> list[int] | None:
 
 
 def with_label_ids(encoded: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
-    """``encoded`` with a label_id column after its label (-1 for an unlabelled row)."""
-    ids = [labels.label2id.get(x, -1) if x is not None else -1 for x in encoded["label"]]
+    """``encoded`` with a label_id column after its label: the class id (-1 for an unlabelled row), a
+    multi-label row's list of ids (None unlabelled); a regression has none (its label is the score)."""
+    if labels.task == REGRESSION:
+        return encoded
+    if labels.task == MULTI_LABEL:
+        ids = [None if x is None else sorted(labels.label2id[n] for n in x) for x in encoded["label"]]
+    else:
+        ids = [labels.label2id.get(x, -1) if x is not None else -1 for x in encoded["label"]]
     out = encoded.copy(deep=False)
     out.insert(list(encoded.columns).index("label") + 1, "label_id", ids)
     return out

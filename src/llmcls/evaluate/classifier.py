@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmcls.core.artifacts import SplitFolder
+from llmcls.core.artifacts import LabelSet, SplitFolder
 from llmcls.core.devices import enable_fast_matmul, process_state
 from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.scoring import score_split, score_splits
@@ -33,12 +33,28 @@ def label_targets(meta: dict[str, Any], tokenizer) -> list[list[int]] | None:
     return label_token_ids(tokenizer, meta["label_texts"])
 
 
+def head_settings(meta: dict[str, Any], labels: LabelSet) -> dict[str, Any]:
+    """How a model folder's head outputs are read: its task, and a regression's training score scale."""
+    return {"task": labels.task, "scale": meta.get("target_scale")}
+
+
 def class_probabilities(
-    model, meta: dict[str, Any], targets, sequences: list, batch_size: int, precision: str, device=None, progress=None
+    model,
+    meta: dict[str, Any],
+    targets,
+    sequences: list,
+    batch_size: int,
+    precision: str,
+    device=None,
+    progress=None,
+    labels: LabelSet | None = None,
 ) -> np.ndarray:
-    """Class probabilities of prompts: the head's softmax, or a generative model's scored label texts."""
+    """The outputs for prompts: the head's (probabilities, or scores: head_settings), or a generative model's
+    scored label texts."""
     if targets is None:
-        return head_probabilities(model, sequences, meta["pad_token_id"], batch_size, precision, device, progress)
+        how = head_settings(meta, labels) if labels is not None else {}
+        pad = meta["pad_token_id"]
+        return head_probabilities(model, sequences, pad, batch_size, precision, device, progress, **how)
     from llmcls.evaluate.label_scoring import scored_probabilities
 
     return scored_probabilities(
@@ -104,15 +120,16 @@ def evaluate_classifier(
 
     def predict(sequences: list) -> np.ndarray:
         if targets is None:  # the head shares the rows out between `accelerate launch` processes
-            pad = meta["pad_token_id"]
-            return head_probabilities_parallel(model, sequences, pad, batch_size, meta["precision"], max_tokens)
+            pad, how = meta["pad_token_id"], head_settings(meta, labels)
+            return head_probabilities_parallel(model, sequences, pad, batch_size, meta["precision"], max_tokens, **how)
         return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
 
     frames = split.frames()
     both = {name: with_swapped(predict, frame, permutation) for name, frame in frames.items()}
     temperature = model_temperature(meta)
     calibrated = {name: apply_temperature(p, temperature) for name, (p, _) in both.items()}
-    summary, report, predictions = score_splits(frames, calibrated, labels)
+    decision = meta.get("decision")
+    summary, report, predictions = score_splits(frames, calibrated, labels, decision)
     if targets is not None:
         add_generated(summary, predictions, frames, model, tokenizer, meta, max_new_tokens, batch_size)
     report["swap_tta"] = bool(permutation)
@@ -121,9 +138,9 @@ def evaluate_classifier(
         if name not in report:  # unlabelled: nothing to score
             continue
         if temperature is not None:
-            raw, _ = score_split(frame, both[name][0], labels)
+            raw, _ = score_split(frame, both[name][0], labels, decision)
             summary[name]["uncalibrated"] = {k: raw[k] for k in ("log_loss", "ece")}
         if permutation:
-            without, _ = score_split(frame, apply_temperature(both[name][1], temperature), labels)
+            without, _ = score_split(frame, apply_temperature(both[name][1], temperature), labels, decision)
             summary[name]["without_tta"] = {k: without[k] for k in ("accuracy", "f1_macro", "log_loss")}
     return summary, report, predictions

@@ -59,6 +59,10 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     "preprocess.min_text_tokens": 0,
     "preprocess.class_labels_max_tokens": None,  # null: the names always listed, however long
     "train.calibration": "none",  # probabilities as the model gave them
+    "task": None,  # the dataset's own, single-label for every dataset there was
+    "custom.label_columns": None,
+    "custom.label_separator": None,
+    "train.thresholds": "tuned",  # no multi-label run existed to have another
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}
 

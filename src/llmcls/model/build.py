@@ -93,7 +93,8 @@ def base_classifier(
     name, pinned = weights_location(base_dir)
     classifier = AutoModelForSequenceClassification.from_pretrained(
         name,
-        num_labels=len(labels.names),
+        num_labels=labels.outputs,
+        problem_type=labels.problem_type,
         id2label=labels.id2label,
         label2id=labels.label2id,
         attn_implementation="sdpa",  # PyTorch picks its flash / memory-efficient kernel where it can

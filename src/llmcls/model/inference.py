@@ -10,6 +10,7 @@ import torch
 from accelerate.utils import find_executable_batch_size
 from torch.nn.utils.rnn import pad_sequence
 
+from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from llmcls.core.devices import autocast_dtype, process_state
 from llmcls.model.batches import budget_batches
 
@@ -71,6 +72,15 @@ def map_batches(
     return restored
 
 
+def head_transform(logits: torch.Tensor, task: str, scale: dict[str, float] | None) -> torch.Tensor:
+    """What a task reads from the head's logits (see head_probabilities)."""
+    if task == MULTI_LABEL:
+        return torch.sigmoid(logits)
+    if task == REGRESSION:
+        return logits[:, :1] * scale["std"] + scale["mean"] if scale else logits[:, :1]
+    return torch.softmax(logits, dim=-1)
+
+
 def head_probabilities(
     model: torch.nn.Module,
     sequences: Sequence[Sequence[int]],
@@ -80,11 +90,16 @@ def head_probabilities(
     device: torch.device | None = None,
     progress: Callable[[int], Any] | None = None,
     max_tokens: int | None = None,
+    *,
+    task: str = SINGLE_LABEL,
+    scale: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Class probabilities in input order (see map_batches for batching)."""
+    """The head's outputs in input order (see map_batches for batching): class probabilities (softmax), label
+    probabilities (sigmoid, multi-label) or scores (regression: one column, put back on the training scores'
+    ``scale``, their mean and std, where the head learned standardised ones)."""
 
     def probabilities(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+        return head_transform(model(**batch).logits.float(), task, scale).cpu().numpy()
 
     return map_batches(model, sequences, pad_id, batch_size, probabilities, precision, device, progress, max_tokens)
 
@@ -96,18 +111,20 @@ def head_probabilities_parallel(
     batch_size: int,
     precision: str,
     max_tokens: int | None = None,
+    *,
+    task: str = SINGLE_LABEL,
+    scale: dict[str, float] | None = None,
 ):
     """head_probabilities with the rows shared between the processes of `accelerate launch` (one process: all
-    rows here); every process gets all probabilities back, in input order."""
+    rows here); every process gets all outputs back, in input order."""
     from accelerate.utils import gather_object
 
     state = process_state()
+    how = {"max_tokens": max_tokens, "task": task, "scale": scale}
     if state.num_processes == 1:
-        return head_probabilities(model, sequences, pad_id, batch_size, precision, max_tokens=max_tokens)
+        return head_probabilities(model, sequences, pad_id, batch_size, precision, **how)
     with state.split_between_processes(list(range(len(sequences)))) as mine:
-        probs = head_probabilities(
-            model, [sequences[i] for i in mine], pad_id, batch_size, precision, max_tokens=max_tokens
-        )
+        probs = head_probabilities(model, [sequences[i] for i in mine], pad_id, batch_size, precision, **how)
         parts = gather_object([(list(mine), probs)])
     rows = {i: p for indices, part in parts for i, p in zip(indices, part, strict=True)}
     return np.stack([rows[i] for i in range(len(sequences))])

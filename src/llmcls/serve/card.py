@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+
 
 def summary_section(meta: dict[str, Any], labels: list[str]) -> list[str]:
     params, base = meta["params"], meta["base_model"]
@@ -17,9 +19,10 @@ def summary_section(meta: dict[str, Any], labels: list[str]) -> list[str]:
         f" (mode {meta['mode']}, head {params['model']['head']}, seed {params['train']['seed']},"
         f" {meta['training'].get('steps')} optimizer steps). LoRA, where used, is merged into the weights.",
         "",
-        "## Classes",
+        "## Classes" if meta.get("task") != REGRESSION else "## Output",
         "",
-        ", ".join(f"`{name}`" for name in labels),
+        ", ".join(f"`{name}`" for name in labels)
+        + {MULTI_LABEL: " (any number per text)", REGRESSION: " (a number)"}.get(meta.get("task"), ""),
         "",
     ]
 
@@ -40,23 +43,45 @@ def prompt_section(prompt: dict[str, Any]) -> list[str]:
     ]
 
 
+# The headline metrics a card shows, where the task has them (eval.json's names -> the table's).
+CARD_METRICS = {
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+    "f1_micro": "micro F1",
+    "log_loss": "log loss",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "rmse": "RMSE",
+    "qwk": "QWK",
+}
+
+
 def metrics_section(metrics: dict[str, Any] | None) -> list[str]:
     """The run's val / test metrics (evaluate's eval.json), when it was given."""
     rows = [
-        {
-            "split": split,
-            "rows": m["n"],
-            "accuracy": f"{m['accuracy']:.4f}",
-            "macro F1": f"{m['f1_macro']:.4f}",
-            "log loss": f"{m['log_loss']:.4f}",
-        }
+        {"split": split, "rows": m["n"]} | {shown: f"{m[key]:.4f}" for key, shown in CARD_METRICS.items() if key in m}
         for split in ("val", "test")
-        if "accuracy" in (m := (metrics or {}).get(split) or {})
+        if len(m := (metrics or {}).get(split) or {}) > 1
     ]
     if not rows:
         return []
     table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
     return ["## Metrics of the run", "", *table.splitlines(), ""]
+
+
+TASK_USE = {
+    SINGLE_LABEL: [
+        "# softmax(model(input_ids).logits / T), T the temperature in llmcls.json (calibration; 1 if absent)"
+    ],
+    MULTI_LABEL: [
+        "# sigmoid(model(input_ids).logits): one probability per label; a label is predicted at or above its",
+        "# threshold, model.config.llmcls_decision['thresholds'] (tuned on validation)",
+    ],
+    REGRESSION: [
+        "# model(input_ids).logits[:, 0] is the score; model.config.llmcls_decision, where set, holds the",
+        "# cut-points that make it a grade (grades[0] below the first cut, one more past each further one)",
+    ],
+}
 
 
 def use_section(meta: dict[str, Any]) -> list[str]:
@@ -70,7 +95,7 @@ def use_section(meta: dict[str, Any]) -> list[str]:
         python = [
             "from transformers import AutoModelForSequenceClassification",
             "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
-            "# softmax(model(input_ids).logits / T), T the temperature in llmcls.json (calibration; 1 if absent)",
+            *TASK_USE[meta.get("task", SINGLE_LABEL)],
         ]
     return [
         "## Use",

@@ -24,7 +24,11 @@ from llmcls.serve.predict import quiet_transformers
 
 def portable_classifier(model, meta: dict[str, Any]) -> tuple[torch.nn.Module, str]:
     """The trained classifier as LlmclsForSequenceClassification (the same weights, registered for
-    AutoModelForSequenceClassification, so saving it writes its modeling code too); and the head's kind."""
+    AutoModelForSequenceClassification, so saving it writes its modeling code too); and the head's kind.
+
+    Plain transformers reads the logits: a regression head's last layer gets the training score scale folded
+    in (its logit is the score itself), and the config carries a multi-label model's thresholds and an
+    integer score's cut-points (`llmcls_decision`); `problem_type` and `num_labels` are the task's."""
     attribute = head_attribute(model)
     head = getattr(model, attribute)
     kind = "mlp" if isinstance(head, torch.nn.Sequential) else "linear"
@@ -37,8 +41,14 @@ def portable_classifier(model, meta: dict[str, Any]) -> tuple[torch.nn.Module, s
         "dropout": meta["params"]["model"]["head_dropout"],
     }
     LlmclsForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    config.llmcls_decision = meta.get("decision")
     portable = LlmclsForSequenceClassification(config)
     portable.load_state_dict(model.state_dict())
+    if scale := meta.get("target_scale"):
+        last = getattr(portable, attribute)[-1] if kind == "mlp" else getattr(portable, attribute)
+        with torch.no_grad():
+            last.weight.mul_(scale["std"])
+            last.bias.mul_(scale["std"]).add_(scale["mean"])
     return portable.eval(), kind
 
 
@@ -71,4 +81,10 @@ def export_model(
         write_json(tmp / PROMPT, prompt)
         write_json(tmp / META, meta | {"export": record})
         (tmp / "README.md").write_text(model_card(meta, prompt, list(labels.names), metrics), encoding="utf-8")
-    return {"architecture": architecture, "head": head, "classes": len(labels.names), "with_metrics": bool(metrics)}
+    return {
+        "architecture": architecture,
+        "head": head,
+        "task": labels.task,
+        "classes": len(labels.names),
+        "with_metrics": bool(metrics),
+    }

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from llmcls.config.catalog import DatasetSpec
-from llmcls.core.artifacts import LABELS, META, PROMPT, LabelSet
+from llmcls.core.artifacts import LABELS, META, MULTI_LABEL, PROMPT, REGRESSION, LabelSet
 from llmcls.core.devices import enable_fast_matmul, resolve_precision
 from llmcls.core.errors import LlmclsError, fail_on
 from llmcls.core.outputs import read_json, staged_file
@@ -33,6 +33,7 @@ from llmcls.data.rows import BadRow, canonical_rows, swap_permutation
 from llmcls.data.tables import missing_columns, read_table
 from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.classifier import class_probabilities, label_targets, model_temperature, swap_back
+from llmcls.evaluate.decisions import decide
 from llmcls.evaluate.scoring import prediction_table
 from llmcls.model.base import load_tokenizer
 from llmcls.model.store import load_trained_model
@@ -111,7 +112,8 @@ class TextClassifier:
     def probabilities(
         self, rows: pd.DataFrame, swap_tta: bool | None = None, progress: Callable[[int], Any] | None = None
     ) -> np.ndarray:
-        """Class probabilities of canonical rows, at the model's calibrated temperature (as evaluate gives them).
+        """The outputs of canonical rows as evaluate gives them: class probabilities at the model's calibrated
+        temperature, label probabilities (multi-label), or scores (regression, one column).
         A pairwise model also scores each row with its two responses traded and averages both (``swap_tta``;
         default: what the run's evaluate stage did)."""
         encoded = encode_table(rows, self.prompt, self.tokenizer)
@@ -119,7 +121,15 @@ class TextClassifier:
         def run(column: str) -> np.ndarray:
             sequences = encoded[column].tolist()
             return class_probabilities(
-                self.model, self.meta, self.targets, sequences, self.batch_size, self.precision, self.device, progress
+                self.model,
+                self.meta,
+                self.targets,
+                sequences,
+                self.batch_size,
+                self.precision,
+                self.device,
+                progress,
+                self.labels,
             )
 
         probs = run("input_ids")
@@ -147,12 +157,20 @@ class TextClassifier:
         return pd.DataFrame.from_records(texts)
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
-        """(rows x classes) probabilities, classes in ``self.labels.names`` order."""
+        """(rows x classes) probabilities, classes in ``self.labels.names`` order; a regression's (rows x 1)
+        scores."""
         return self.probabilities(self.rows(self.frame(texts)))
 
-    def predict(self, texts: Texts) -> list[str]:
-        """The most probable class name of each text."""
-        return [self.labels.names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: Texts) -> list:
+        """Each text's prediction: the most probable class name, the list of labels over their thresholds
+        (multi-label), or the score (its grade where the model has cut-points)."""
+        outputs = self.predict_proba(texts)
+        chosen = decide(self.labels, outputs, self.meta.get("decision"))
+        if self.labels.task == MULTI_LABEL:
+            return [[n for n, on in zip(self.labels.names, row, strict=True) if on] for row in chosen]
+        if self.labels.task == REGRESSION:
+            return [float(x) for x in chosen]
+        return [self.labels.names[i] for i in chosen]
 
     def predict_table(
         self,
@@ -162,9 +180,11 @@ class TextClassifier:
         id_column: str | None = None,
         progress: Callable[[int], Any] | None = None,
     ) -> pd.DataFrame:
-        """evaluate's prediction layout: id, label (empty when the input has none), predicted, prob_<class>."""
+        """evaluate's prediction layout: id, label (empty when the input has none), predicted, prob_<class> (a
+        regression: predicted is the score, grade its grade where the model has cut-points)."""
         rows = self.rows(frame, origin, skipped, id_column)
-        return prediction_table(rows, self.probabilities(rows, progress=progress), self.labels)
+        outputs = self.probabilities(rows, progress=progress)
+        return prediction_table(rows, outputs, self.labels, self.meta.get("decision"))
 
 
 def load_classifier(
@@ -272,5 +292,15 @@ def predict_file(
         shown = "; ".join(str(b) for b in skipped[:5])
         summary += f"; skipped {len(skipped)} bad row(s): {shown}" + (" ..." if len(skipped) > 5 else "")
     if table["label"].notna().all() and len(table):
-        summary += f"; accuracy against the input's labels {(table['label'] == table['predicted']).mean():.4f}"
+        summary += "; " + agreement(table, classifier.labels.task)
     return summary
+
+
+def agreement(table: pd.DataFrame, task: str) -> str:
+    """How the predictions meet the input's own labels: accuracy (the whole label set for multi-label), or
+    the RMSE of scores."""
+    if task == REGRESSION:
+        error = np.sqrt(((table["label"].astype(float) - table["predicted"]) ** 2).mean())
+        return f"RMSE against the input's scores {error:.4f}"
+    what = "label sets" if task == MULTI_LABEL else "labels"
+    return f"accuracy against the input's {what} {(table['label'] == table['predicted']).mean():.4f}"

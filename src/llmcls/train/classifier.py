@@ -17,8 +17,9 @@ import torch
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
 from llmcls.config.params import Params
-from llmcls.core.artifacts import LabelSet, SplitFolder
+from llmcls.core.artifacts import REGRESSION, SINGLE_LABEL, LabelSet, SplitFolder, targets
 from llmcls.core.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
+from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, remove, write_json
 from llmcls.model.base import RECORD, load_tokenizer
 from llmcls.model.build import build_classifier, build_generative, quantization_config
@@ -26,7 +27,7 @@ from llmcls.model.store import save_classifier
 from llmcls.train.checkpoints import FINGERPRINT, fingerprint, resumable_checkpoint
 from llmcls.train.head_init import warm_start_head
 from llmcls.train.losses import class_weight_vector, weighted_loss
-from llmcls.train.trainer import LiveMetrics, make_trainer, step_floor, training_arguments
+from llmcls.train.trainer import LiveMetrics, make_trainer, step_floor, training_arguments, training_targets
 from llmcls.train.weight_averaging import TailAverage
 
 
@@ -43,6 +44,8 @@ class Objective:
     class_weights: list[float] | None = None
     callbacks: list[TrainerCallback] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # fitted after training (fit_calibration)
+    decision: dict[str, Any] | None = None  # thresholds or cut-points, fitted after training (fit_calibration)
+    scale: dict[str, float] | None = None  # a regression's training score mean and std (the head learns z-scores)
 
 
 def head_objective(
@@ -53,6 +56,8 @@ def head_objective(
     # The probe is a linear layer: an mlp head (model.head) starts random whatever head_init says.
     probe = t.head_init == "linear_probe" and params.model.head == "linear"
     head_init: dict[str, Any] = {"method": "linear_probe" if probe else "random"}
+    scale = score_scale(train, labels)
+    train_targets = training_targets(train, labels, scale)
 
     def warm_start(base, head) -> None:
         # Every process fits the same probe on the same rows (deterministic), so the ranks start equal.
@@ -61,27 +66,45 @@ def head_objective(
                 base if getattr(base, "hf_quantizer", None) else base.to(process_state().device),
                 head,
                 train["input_ids"].tolist(),
-                train["label_id"].tolist(),
+                train_targets,
                 tokenizer.pad_token_id,
                 params.evaluate.batch_size,
                 t.probe_C,
                 t.seed,
                 precision,
+                labels.task,
             )
         )
 
     model = build_classifier(
         base_dir, labels, tokenizer.pad_token_id, params.model, t, warm_start=warm_start if probe else None
     )
-    weights = class_weight_vector(t.class_weights, labels, train["label_id"])
+    weights = class_weight_vector(t.class_weights, labels, train_targets)
     # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
     # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
-    return Objective(model, head_init, loss_func=weighted_loss(weights, t.label_smoothing), class_weights=weights)
+    loss = weighted_loss(weights, t.label_smoothing, labels.task)
+    return Objective(model, head_init, loss_func=loss, class_weights=weights, scale=scale)
+
+
+def score_scale(train: pd.DataFrame, labels: LabelSet) -> dict[str, float] | None:
+    """A regression's training score mean and std: the head learns standardised scores (MSE then weighs every
+    scale alike, and a probe or a fresh head starts near the mean), put back on output. None for classes."""
+    if labels.task != REGRESSION:
+        return None
+    y = targets(train, labels)
+    return {"mean": float(y.mean()), "std": float(y.std()) or 1.0}
 
 
 def generative_objective(params: Params, base_dir: Path, split: SplitFolder, tokenizer, precision: str) -> Objective:
-    """The causal LM writes the label's text; validation scores each label text's likelihood."""
+    """The causal LM writes the label's text; validation scores each label text's likelihood. Single-label
+    only: a set of labels or a score has no one answer text to score against the others."""
     from llmcls.evaluate.label_scoring import label_token_ids
+
+    if split.labels.task != SINGLE_LABEL:
+        raise LlmclsError(
+            f"params.yaml train.objective: generative writes one class name; this dataset's task is "
+            f"{split.labels.task}: use objective head"
+        )
     from llmcls.train.generative import label_texts
 
     texts = label_texts(split.labels, split.prompt, params.train.verbalizer)
@@ -125,7 +148,7 @@ def training_summary(params: Params, trainer, args: TrainingArguments, objective
     best = state.best_model_checkpoint
     return {
         "best_step": int(Path(best).name.split("-")[-1]) if best else None,
-        f"best_val_{t.metric_for_best}": state.best_metric,
+        f"best_val_{args.metric_for_best_model}": state.best_metric,
         "precision": precision,
         "world_size": args.world_size,
         "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -139,28 +162,40 @@ def training_summary(params: Params, trainer, args: TrainingArguments, objective
     }
 
 
-def fit_calibration(params: Params, model, objective: Objective, val: pd.DataFrame, pad_id: int, precision: str):
-    """The temperature (params train.calibration) fitted on the trained model's validation probabilities; None
-    when calibration is off. Every process of `accelerate launch` gets the same rows back, so the same value."""
-    if params.train.calibration == "none":
-        return None
+def fit_calibration(
+    params: Params, model, objective: Objective, val: pd.DataFrame, labels: LabelSet, pad_id, precision
+):
+    """What is fitted on the trained model's validation outputs: the temperature (params train.calibration,
+    single-label) and the decision (multi-label thresholds, integer-score cut-points); each None where it does
+    not apply. Every process of `accelerate launch` gets the same rows back, so the same values."""
     from llmcls.evaluate.calibration import temperature_record
+    from llmcls.evaluate.decisions import fit_decision
     from llmcls.evaluate.label_scoring import scored_probabilities
     from llmcls.model.inference import head_probabilities_parallel
 
+    temperature = params.train.calibration == "temperature" and labels.task == SINGLE_LABEL
+    if not temperature and labels.task == SINGLE_LABEL:
+        return None, None
     model.eval()
     prompts, batch = val["input_ids"].tolist(), params.evaluate.batch_size
     if objective.scoring is None:
-        probs = head_probabilities_parallel(model, prompts, pad_id, batch, precision, params.evaluate.max_tokens)
+        how = {"task": labels.task, "scale": objective.scale}
+        outputs = head_probabilities_parallel(
+            model, prompts, pad_id, batch, precision, params.evaluate.max_tokens, **how
+        )
     else:
-        probs = scored_probabilities(model, prompts, objective.scoring["targets"], pad_id, batch, precision)
-    return temperature_record(probs, val["label_id"].to_numpy())
+        outputs = scored_probabilities(model, prompts, objective.scoring["targets"], pad_id, batch, precision)
+    y = targets(val, labels)
+    if temperature:
+        return temperature_record(outputs, y), None
+    return None, fit_decision(labels, y, outputs, params.train.thresholds)
 
 
 def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, model_dir, objective, summary, live):
     """The main process writes the model folder and closes the DVCLive run."""
     meta = {
         "mode": params.train.mode,
+        "task": split.labels.task,
         "objective": params.train.objective,
         **({"label_texts": objective.label_texts} if objective.label_texts else {}),
         "precision": summary["precision"],
@@ -169,6 +204,8 @@ def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, m
         "params": params.to_dict(),
         "training": summary,  # no timings: the model folder must hash the same for the same run
         "calibration": objective.calibration,
+        **({"target_scale": objective.scale} if objective.scale else {}),
+        **({"decision": objective.decision} if objective.decision else {}),
     }
     save_classifier(trainer.model, tokenizer, split.labels, meta, split.prompt, model_dir)
     for key, value in summary.items():
@@ -204,7 +241,8 @@ def train_classifier(
     with process_state().main_process_first():
         resume = resumable_checkpoint(checkpoint_dir, stamp)
     floor = step_floor(t, train["length"].tolist(), process_state().num_processes)
-    args = training_arguments(params, checkpoint_dir, precision, **({"max_steps": floor} if floor else {}))
+    task = split.labels.task
+    args = training_arguments(params, checkpoint_dir, precision, task, **({"max_steps": floor} if floor else {}))
     live = open_live(args, model_dir, live_dir, checkpoint_dir, resume, stamp)
     callbacks = [LiveMetrics(live), *objective.callbacks]
     trainer = make_trainer(
@@ -217,12 +255,16 @@ def train_classifier(
         loss_func=objective.loss_func,
         scoring=objective.scoring,
         max_tokens=t.max_tokens,
+        labels=split.labels,
+        scale=objective.scale,
     )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
     summary = training_summary(params, trainer, args, objective, average, precision)
-    objective.calibration = fit_calibration(params, trainer.model, objective, val, tokenizer.pad_token_id, precision)
+    objective.calibration, objective.decision = fit_calibration(
+        params, trainer.model, objective, val, split.labels, tokenizer.pad_token_id, precision
+    )
     if trainer.is_world_process_zero():
         save_run(params, trainer, tokenizer, split, base_dir, model_dir, objective, summary, live)
     trainer.accelerator.wait_for_everyone()

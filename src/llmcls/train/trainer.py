@@ -10,11 +10,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, TrainerCallback, TrainingArguments
 
 from llmcls.config.params import Params, TrainParams
-from llmcls.evaluate.metrics import GREATER_IS_BETTER, summary_metrics
+from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL, LabelSet, targets
+from llmcls.evaluate.metrics import (
+    GREATER_IS_BETTER,
+    metric_for_best,
+    multilabel_metrics,
+    regression_metrics,
+    summary_metrics,
+)
 from llmcls.train.sampler import TokenBudgetTrainer, batches_per_process
 
 # train.torch_compile pads batch lengths to a multiple of this: max_length 256 gives at most 8 lengths to compile.
@@ -43,26 +50,52 @@ class LiveMetrics(TrainerCallback):
         self.live.make_summary()
 
 
-def to_dataset(frame: pd.DataFrame):
-    """A datasets.Dataset of token ids, labels and lengths (for length-grouped batches)."""
+def training_targets(frame: pd.DataFrame, labels: LabelSet | None, scale: dict[str, float] | None) -> list:
+    """What the head learns per row: the class id, the 0/1 label vector, or the standardised score."""
+    if labels is None or labels.task not in (MULTI_LABEL, REGRESSION):
+        return frame["label_id"].tolist()
+    y = targets(frame, labels)
+    return ((y - scale["mean"]) / scale["std"]).tolist() if labels.task == REGRESSION else y.tolist()
+
+
+def to_dataset(frame: pd.DataFrame, labels: LabelSet | None = None, scale: dict[str, float] | None = None):
+    """A datasets.Dataset of token ids, targets and lengths (for length-grouped batches)."""
     import datasets
 
     return datasets.Dataset.from_dict(
         {
             "input_ids": frame["input_ids"].map(list).tolist(),
-            "labels": frame["label_id"].tolist(),
+            "labels": training_targets(frame, labels, scale),
             "length": frame["length"].tolist(),
         }
     )
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    return summary_metrics(eval_pred.label_ids, softmax(np.asarray(eval_pred.predictions, dtype=np.float64), axis=-1))
+def metrics_function(task: str = "single_label", scale: dict[str, float] | None = None):
+    """The Trainer's ``compute_metrics`` for ``task``: class metrics of the softmax; multi-label metrics of the
+    sigmoids at 0.5 (tuned thresholds come after training); score metrics with the scores put back on their
+    scale."""
+
+    def compute(eval_pred) -> dict[str, float]:
+        outputs = np.asarray(eval_pred.predictions, dtype=np.float64)
+        if task == MULTI_LABEL:
+            probs = expit(outputs)
+            return multilabel_metrics(np.asarray(eval_pred.label_ids), probs, (probs >= 0.5).astype(int))
+        if task == REGRESSION:
+            unscale = lambda x: np.asarray(x, dtype=np.float64) * scale["std"] + scale["mean"]  # noqa: E731
+            return regression_metrics(unscale(eval_pred.label_ids), unscale(outputs[:, 0]))
+        return summary_metrics(eval_pred.label_ids, softmax(outputs, axis=-1))
+
+    return compute
 
 
-def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **overrides: Any) -> TrainingArguments:
-    """The Trainer settings params.yaml describes; ``overrides`` replace single ones (the benchmark uses them)."""
+def training_arguments(
+    params: Params, checkpoint_dir: Path, precision: str, task: str = SINGLE_LABEL, **overrides: Any
+) -> TrainingArguments:
+    """The Trainer settings params.yaml describes for ``task`` (which metric_for_best resolves against);
+    ``overrides`` replace single ones (the benchmark uses them)."""
     t = params.train
+    best_metric = metric_for_best(t.metric_for_best, task)
     settings = dict(
         output_dir=str(checkpoint_dir),
         seed=t.seed,
@@ -83,8 +116,8 @@ def training_arguments(params: Params, checkpoint_dir: Path, precision: str, **o
         save_steps=t.eval_steps,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model=t.metric_for_best,
-        greater_is_better=GREATER_IS_BETTER[t.metric_for_best],
+        metric_for_best_model=best_metric,
+        greater_is_better=GREATER_IS_BETTER[best_metric],
         logging_steps=min(10, t.eval_steps),
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
@@ -130,10 +163,13 @@ def make_trainer(
     loss_func=None,
     scoring: dict[str, Any] | None = None,
     max_tokens: int | None = None,
+    labels: LabelSet | None = None,
+    scale: dict[str, float] | None = None,
 ) -> TokenBudgetTrainer:
     """A Trainer over pre-tokenised frames; the default collator pads each batch to its longest row. With
     ``scoring`` (the generative objective: label texts' token ids, ...) it trains the causal LM on prompt +
-    label and validates by scoring the label texts. ``max_tokens`` makes training batches token budgets."""
+    label and validates by scoring the label texts. ``max_tokens`` makes training batches token budgets.
+    ``labels`` give the task (targets and metrics); ``scale`` a regression's score mean and std."""
     common = dict(model=model, args=args, processing_class=tokenizer, callbacks=list(callbacks), max_tokens=max_tokens)
     # A compiled model recompiles for each new input shape: padded to a multiple, the lengths take a few values.
     multiple = COMPILE_PAD_MULTIPLE if args.torch_compile else None
@@ -151,9 +187,9 @@ def make_trainer(
         )
     return TokenBudgetTrainer(
         **common,
-        train_dataset=to_dataset(train),
-        eval_dataset=to_dataset(val),
+        train_dataset=to_dataset(train, labels, scale),
+        eval_dataset=to_dataset(val, labels, scale),
         data_collator=collator or DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_function(labels.task if labels else "single_label", scale),
         compute_loss_func=loss_func,
     )
