@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from llmcls.core.artifacts import SplitFolder
+from llmcls.core.artifacts import SINGLE_LABEL, SplitFolder
 from llmcls.core.devices import enable_fast_matmul, process_state
 from llmcls.evaluate.label_scoring import label_token_ids, scored_probabilities
 from llmcls.evaluate.scoring import score_splits
@@ -21,11 +21,15 @@ def evaluate_prompt_only(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """(summary, report, predictions) of the base model with no fine-tuning: each class's probability is its
     label text's likelihood after the prompt (the same prompt the classifier reads), normalised over the
-    classes."""
+    classes. Single-label only: a label set or a score is not one label text to rank against the others, so
+    for those tasks the summary says why it was skipped and there are no predictions."""
+    split = SplitFolder(split_dir)
+    if (task := split.labels.task) != SINGLE_LABEL:
+        why = f"prompt-only scoring ranks one class name against the others; a {task} task has no such answer"
+        return {"skipped": why}, {"task": task, "skipped": why}, {}
     enable_fast_matmul()
     tokenizer = load_tokenizer(base_dir)
     lm = base_lm(base_dir).to(process_state().device).eval()
-    split = SplitFolder(split_dir)
     targets = label_token_ids(tokenizer, label_texts)
     frames = split.frames()
     probs = {

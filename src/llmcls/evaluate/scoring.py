@@ -110,6 +110,7 @@ def write_evaluation(
     predictions_dir: Path,
 ) -> None:
     """Write the per-example predictions, the full report and the summary metrics (the file DVC compares)."""
+    predictions_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even with no tables to hold
     for split, table in tables.items():
         write_csv(predictions_dir / f"{split}.csv", table)
     write_json(report_path, report)
