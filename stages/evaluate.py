@@ -1,5 +1,9 @@
 """dvc repro evaluate — accuracy, macro P/R/F1, log loss, per-class report and confusion matrix on val and test.
 
+For a multi-label task: micro / macro / samples F1, subset accuracy, Hamming loss, ROC-AUC, average precision
+and per-label P/R/F1 at the thresholds tuned in training; for scores: RMSE, MAE, Pearson, Spearman, R² (and
+QWK of the tuned cut-points beside plain rounding for whole-number scores).
+
 Writes the metrics DVC compares (metrics/eval.json), the full report, and per-example predictions whose
 `label` / `predicted` columns feed the confusion-matrix plots in dvc.yaml. On a pairwise dataset with
 evaluate.swap_tta, each row is also scored with responses A and B swapped and the two are averaged.

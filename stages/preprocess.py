@@ -55,7 +55,8 @@ def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | No
                 f"preprocess: {split}: {s['rows']} rows, {s['mean_tokens']:.1f} tokens on average, "
                 f"{100 * s['truncated_fraction']:.1f}% truncated inside the template"
             )
-    click.echo(f"preprocess: {len(stats['labels'])} classes: {stats['labels']}")
+    kind = {"multi_label": "labels (several per text)", "regression": "output (a score)"}.get(stats["task"], "classes")
+    click.echo(f"preprocess: {len(stats['labels'])} {kind}: {stats['labels']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """dvc repro train — fine-tune the base model as a classifier (LoRA or full), keep the best checkpoint.
 
 Run by dvc.yaml under `accelerate launch`, so the same command trains on one CPU or many GPUs. Writes the
-adapter or weights with label2id / id2label and the resolved config, and DVCLive loss / accuracy curves.
+adapter or weights with label2id / id2label and the resolved config (and what was fitted on val: the
+temperature, multi-label thresholds, integer-score cut-points), and DVCLive loss / metric curves.
 """
 
 from pathlib import Path

@@ -14,7 +14,7 @@ import click
 
 from llmcls.config.params import load_params
 from llmcls.core.errors import LlmclsError
-from llmcls.experiments.aggregate import METRICS
+from llmcls.experiments.aggregate import AUTO, METRIC_NAMES
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
 
 
@@ -264,10 +264,11 @@ def _run_dvc(command: list[str]) -> None:
 )
 @click.option(
     "--metric",
-    type=click.Choice(list(METRICS)),
-    default="accuracy",
+    type=click.Choice([AUTO, *METRIC_NAMES]),
+    default=AUTO,
     show_default=True,
-    help="the metric that ranks, is tested and is plotted",
+    help="the metric that ranks, is tested and is plotted; auto: each dataset's task's main one (accuracy, "
+    "multi-label macro F1, score Pearson)",
 )
 @click.option(
     "--params",

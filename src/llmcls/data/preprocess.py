@@ -43,6 +43,7 @@ def preprocess_dataset(
     )
     encoder = prompt_encoder(record, tokenizer)
     stats: dict[str, Any] = {
+        "task": labels.task,
         "labels": list(labels.names),
         "skipped_rows": len(skipped or []),
         "class_labels_listed": listed,

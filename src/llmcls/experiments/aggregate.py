@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from llmcls.evaluate.metrics import TASK_METRICS
 from llmcls.experiments.runs import SEED, SYSTEM_METRICS, Run, identity
 
-METRICS = ("accuracy", "f1_macro", "log_loss")
-LOWER_IS_BETTER = {"log_loss"}
+LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "hamming_loss"}
+AUTO = "auto"  # a report's metric: each dataset's task's main one (accuracy, macro F1, Pearson)
 # The leaderboard's own columns; every other identity param that differs from the reference is a "variant".
 GROUP_KEYS = ("dataset", "model.name", "train.mode", "train.objective", "split.train_size")
 # What each system's result depends on: the baseline never sees the LLM settings, so those are not its variant;
@@ -135,6 +137,10 @@ class Group:
     def summary(self, metric: str) -> Summary:
         return Summary.of(list(self.by_seed(metric).values()))
 
+    def metric(self, metric: str = AUTO) -> str:
+        """``metric``, or for auto the main metric of the task this group's results belong to."""
+        return metric if metric != AUTO else task_metric(self.entries[0].metrics)
+
     @property
     def seeds(self) -> list[Any]:
         return sorted({e.seed for e in self.entries}, key=str)
@@ -165,6 +171,12 @@ class Group:
     def generated(self, key: str) -> Summary:
         """A generated-mode number (generative objective) over seeds: in_label_set_share, accuracy, f1_macro."""
         return Summary.of([e.metrics["generated"][key] for e in self.entries if key in e.metrics.get("generated", {})])
+
+
+def task_metric(metrics: Mapping[str, Any]) -> str:
+    """The main metric of the task a run's test metrics belong to (told apart by the metrics each task has)."""
+    task = REGRESSION if "pearson" in metrics else MULTI_LABEL if "hamming_loss" in metrics else SINGLE_LABEL
+    return TASK_METRICS[task][0]
 
 
 def variant_of(params: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
@@ -202,16 +214,18 @@ def _order(group: Group) -> tuple:
     )
 
 
-def best_per_dataset(groups: Iterable[Group], metric: str = "accuracy") -> dict[str, Group]:
-    """The group with the best mean ``metric`` in each dataset (lowest for log loss)."""
-    sign = -1 if metric in LOWER_IS_BETTER else 1
+def best_per_dataset(groups: Iterable[Group], metric: str = AUTO) -> dict[str, Group]:
+    """The group with the best mean ``metric`` in each dataset (lowest for a loss or an error; auto: the
+    task's main metric)."""
     best: dict[str, Group] = {}
     for group in groups:
-        summary = group.summary(metric)
+        name = group.metric(metric)
+        sign = -1 if name in LOWER_IS_BETTER else 1
+        summary = group.summary(name)
         if summary.n == 0:
             continue
         dataset = group.key("dataset")
-        if dataset not in best or sign * summary.mean > sign * best[dataset].summary(metric).mean:
+        if dataset not in best or sign * summary.mean > sign * best[dataset].summary(name).mean:
             best[dataset] = group
     return best
 
@@ -232,7 +246,7 @@ def _differences(a: Group, b: Group) -> list[str]:
     return sorted(k for k in keys if k in a.params and k in b.params and a.params[k] != b.params[k])
 
 
-def comparisons(groups: Sequence[Group], metric: str = "accuracy") -> list[Comparison]:
+def comparisons(groups: Sequence[Group], metric: str = AUTO) -> list[Comparison]:
     """Paired tests for every two groups of the same dataset and train size that differ in exactly one
     setting (LoRA vs full, with vs without prompt wrapping, ...), and for the LLM against its baseline and
     its ensemble. Only seeds both groups ran are paired; fewer than 2 pairs are skipped."""
@@ -248,7 +262,8 @@ def comparisons(groups: Sequence[Group], metric: str = "accuracy") -> list[Compa
             if pair is None:
                 continue
             a, b, what = pair
-            by_seed_a, by_seed_b = a.by_seed(metric), b.by_seed(metric)
+            name = b.metric(metric)
+            by_seed_a, by_seed_b = a.by_seed(name), b.by_seed(name)
             if a.system in SEEDLESS:  # one value whatever the seed: pair it with each LLM seed
                 seeds = sorted(by_seed_b, key=str)
                 values_a = [next(iter(by_seed_a.values()))] * len(seeds)
@@ -257,7 +272,7 @@ def comparisons(groups: Sequence[Group], metric: str = "accuracy") -> list[Compa
                 values_a = [by_seed_a[s] for s in seeds]
             if len(seeds) < 2:
                 continue
-            out.append(Comparison(a, b, what, metric, paired_test(values_a, [by_seed_b[s] for s in seeds])))
+            out.append(Comparison(a, b, what, name, paired_test(values_a, [by_seed_b[s] for s in seeds])))
     return out
 
 
@@ -285,9 +300,10 @@ class Curve:
     dataset: str
     label: str
     points: tuple[tuple[int | None, Summary], ...]  # a None size means all rows
+    metric: str = "accuracy"
 
 
-def learning_curves(groups: Iterable[Group], metric: str = "accuracy") -> list[Curve]:
+def learning_curves(groups: Iterable[Group], metric: str = AUTO) -> list[Curve]:
     """One curve per configuration that was run at two or more train sizes (everything else equal)."""
     buckets: dict[tuple, list[Group]] = {}
     for group in groups:
@@ -297,15 +313,26 @@ def learning_curves(groups: Iterable[Group], metric: str = "accuracy") -> list[C
     for members in buckets.values():
         if len(members) < 2:
             continue
+        name = members[0].metric(metric)
         points = sorted(
-            ((g.key("split.train_size"), g.summary(metric)) for g in members),
+            ((g.key("split.train_size"), g.summary(name)) for g in members),
             key=lambda point: math.inf if point[0] is None else point[0],
         )
-        curves.append(Curve(str(members[0].key("dataset")), members[0].title, tuple(points)))
+        curves.append(Curve(str(members[0].key("dataset")), members[0].title, tuple(points), name))
     return sorted(curves, key=lambda c: (c.dataset, c.label))
 
 
-METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "log_loss": "log loss"}
+# The leaderboard's metric columns, in order; a report shows those its runs have.
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+    "f1_micro": "micro F1",
+    "log_loss": "log loss",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "rmse": "RMSE",
+    "qwk": "QWK",
+}
 
 
 def seeds(n: int) -> str:

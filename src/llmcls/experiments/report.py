@@ -19,6 +19,7 @@ import pandas as pd
 from llmcls.core.outputs import staged_dir, staged_file
 from llmcls.evaluate.calibration import ece_of, reliability
 from llmcls.experiments.aggregate import (
+    AUTO,
     LOWER_IS_BETTER,
     METRIC_NAMES,
     Comparison,
@@ -57,6 +58,13 @@ with no fine-tuning, scoring each label's text after the same prompt. The baseli
 not depend on train.seed, so their std is 0. Bracketed: settings that differ from params.yaml."""
 
 
+def metric_text(metric: str) -> str:
+    """How the report names the metric it ranks by."""
+    if metric == AUTO:
+        return "main metric of the dataset's task (accuracy; multi-label: macro F1; scores: Pearson)"
+    return METRIC_NAMES[metric]
+
+
 def markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """A Markdown table of ``rows`` (one mapping per row, the keys are the header), as lines."""
     return pd.DataFrame(list(rows)).to_markdown(index=False, disable_numparse=True).splitlines()
@@ -77,13 +85,16 @@ def _where(group: Group) -> dict[str, Any]:
 
 
 def leaderboard_table(groups: Sequence[Group], metric: str) -> list[str]:
-    """Mean ± std over seeds per configuration; the best ``metric`` per dataset in bold."""
+    """Mean ± std over seeds per configuration, in the metric columns its runs have; the best ``metric`` (auto:
+    the task's main one) per dataset in bold."""
     best = best_per_dataset(groups, metric)
+    shown = [m for m in METRIC_NAMES if any(g.summary(m).n for g in groups)]
     rows = []
     for group in groups:
-        cells = {METRIC_NAMES[m]: group.summary(m).format() for m in METRIC_NAMES}
+        cells = {METRIC_NAMES[m]: group.summary(m).format() for m in shown}
         if best.get(group.key("dataset")) is group:
-            cells[METRIC_NAMES[metric]] = f"**{cells[METRIC_NAMES[metric]]}**"
+            name = METRIC_NAMES[group.metric(metric)]
+            cells[name] = f"**{cells[name]}**"
         seconds = group.train_seconds
         time_cell = f"{seconds.mean:.0f}" if seconds.n and group.system != "baseline" else "—"
         rows.append(_where(group) | cells | {"train time (s)": time_cell})
@@ -162,6 +173,7 @@ def comparison_table(found: Sequence[Comparison]) -> list[str]:
             "dataset": c.a.key("dataset"),
             "train size": size_name(c.a.key("split.train_size")),
             "comparison (a -> b)": f"{c.what} ({c.b.title})",
+            "metric": METRIC_NAMES.get(c.metric, c.metric),
             "pairs": c.result.n,
             "mean a": _fmt(c.result.mean_a),
             "mean b": _fmt(c.result.mean_b),
@@ -180,7 +192,7 @@ def significance_section(found: Sequence[Comparison], metric: str) -> list[str]:
     return [
         "## Significance tests",
         "",
-        f"Test {METRIC_NAMES[metric]} of configurations that differ in one setting, paired by seed: "
+        f"Test {metric_text(metric)} of configurations that differ in one setting, paired by seed: "
         f"{found[0].result.test}. p is not corrected for the number of tests; with 3 seeds only large",
         "effects can reach significance. Against the baseline or the prompt-only row (one value) it is a"
         " one-sample test of the per-seed differences.",
@@ -196,7 +208,8 @@ def curves_section(curves: Sequence[Curve], metric: str, folder: Path, rel: str)
     datasets = sorted({c.dataset for c in curves})
     for dataset in datasets:
         name = f"learning_curve_{dataset}.png"
-        plot_learning_curves([c for c in curves if c.dataset == dataset], dataset, metric, folder / name)
+        chosen = [c for c in curves if c.dataset == dataset]
+        plot_learning_curves(chosen, dataset, chosen[0].metric, folder / name)
         lines += [f"![{dataset} learning curve]({rel}/{name})", ""]
         for curve in (c for c in curves if c.dataset == dataset):
             shown = ", ".join(f"{size_name(s)}: {p.format()} (n={p.n})" for s, p in curve.points)
@@ -217,12 +230,13 @@ def best_section(best: Mapping[str, Group], metric: str, read_file: FileReader, 
     """Each dataset's best configuration: its per-class F1 and its best seed's confusion matrix."""
     lines = ["## Best configuration per dataset", ""]
     for dataset, group in sorted(best.items()):
-        run = best_run(group, metric)
+        metric_name = group.metric(metric)
+        run = best_run(group, metric_name)
         seed = run.params.get(SEED)
         lines += [
             f"### {dataset}: {group.title}, train size {size_name(group.key('split.train_size'))}",
             "",
-            f"{METRIC_NAMES[metric]} {group.summary(metric).format()} over {seeds(len(group.seeds))}; "
+            f"{METRIC_NAMES[metric_name]} {group.summary(metric_name).format()} over {seeds(len(group.seeds))}; "
             f"best seed {seed} (`{run.label}`).",
             "",
         ]
@@ -267,7 +281,7 @@ def build_report(
     reference: Mapping[str, Any],
     out: Path,
     read_file: FileReader,
-    metric: str = "accuracy",
+    metric: str = AUTO,
     source: str = "dvc exp show --json",
 ) -> dict[str, Any]:
     """Write ``out`` (Markdown) and its figures in the folder ``out`` without suffix; return what it holds."""
@@ -283,7 +297,7 @@ def build_report(
         "# llmcls report",
         "",
         f"From `{source}`: {len(runs)} runs with test metrics (one per configuration and seed, the newest).",
-        INTRO.format(metric=METRIC_NAMES[metric]),
+        INTRO.format(metric=metric_text(metric)),
         "",
         "## Leaderboard",
         "",
