@@ -445,3 +445,24 @@ def test_a_pinned_data_revision_is_part_of_a_runs_identity():
 
     params = {"dataset": "sst2", "fetch.revision": "a" * 40, "fetch.sources": ("local",), "train.seed": 0}
     assert identity(params) == {"dataset": "sst2", "fetch.revision": "a" * 40, "train.seed": 0}
+
+
+def score_metrics(pearson):
+    test = {"n": 100, "pearson": pearson, "spearman": pearson - 0.01, "rmse": 1 - pearson, "mae": 0.5, "r2": 0.5}
+    return {"data": {"test": test, "val": test}}
+
+
+def test_a_score_dataset_is_ranked_and_tested_by_pearson(tmp_path):
+    rows = fake_exp_show()
+    for i, (seed, pearson) in enumerate(((0, 0.80), (42, 0.82))):
+        state = row(f"s{i:039d}", params(dataset="stsb", **{"train.seed": seed}), 0, f"2026-11-23T1{i}:00:00")
+        state["data"]["metrics"]["metrics/eval.json"] = score_metrics(pearson)
+        state["data"]["metrics"]["metrics/baseline/eval.json"] = score_metrics(0.40)
+        rows[1]["experiments"].append({"revs": [state], "executor": None, "name": f"stsb-s{seed}"})
+    result = build_report(finished(parse_exp_show(rows)), REFERENCE, tmp_path / "r.md", lambda run, path: None)
+    text = (tmp_path / "r.md").read_text()
+    assert result["best"]["stsb"].system == "llm" and result["best"]["sst2"].system == "ensemble"
+    assert "**0.8100 ± 0.0141**" in text and "Pearson" in text and "accuracy" in text
+    tests = {(c.a.key("dataset"), c.what): c for c in result["comparisons"]}
+    assert tests[("stsb", "baseline -> llm")].metric == "pearson"
+    assert tests[("sst2", "baseline -> llm")].metric == "accuracy"
