@@ -466,3 +466,12 @@ def test_a_score_dataset_is_ranked_and_tested_by_pearson(tmp_path):
     tests = {(c.a.key("dataset"), c.what): c for c in result["comparisons"]}
     assert tests[("stsb", "baseline -> llm")].metric == "pearson"
     assert tests[("sst2", "baseline -> llm")].metric == "accuracy"
+
+
+def test_metric_for_best_auto_is_the_task_metric_when_runs_are_compared():
+    from llmcls.experiments.runs import identity, same_config
+
+    before_auto = params(**{"train.metric_for_best": "accuracy"})
+    assert same_config(flat_params(json.dumps(before_auto)), REFERENCE)  # sst2: auto picks accuracy
+    assert identity(flat_params(json.dumps(params(dataset="stsb"))))["train.metric_for_best"] == "pearson"
+    assert identity(flat_params(json.dumps(params(dataset="goemotions"))))["train.metric_for_best"] == "f1_macro"

@@ -58,6 +58,18 @@ TASKS = {
         lambda: scores_frame(whole=True),
         {"custom.text_columns": ["a", "b"], "custom.label_column": "score", "task": "regression"},
     ),
+    # full fine-tuning with the MLP head: the head is saved apart from the weights and put back on load
+    "multi_label_full_mlp": (
+        emotions_frame,
+        {
+            "task": "multi_label",
+            "custom.text_columns": ["post"],
+            "custom.label_column": "moods",
+            "train.mode": "full",
+            "model.head": "mlp",
+            "train.thresholds": 0.5,
+        },
+    ),
 }
 
 PIPELINE = [
@@ -127,9 +139,11 @@ def test_the_pipeline_scores_the_task(trained):
     test = read(root, "metrics/eval.json")["test"]
     baseline = read(root, "metrics/baseline/eval.json")["test"]
     submission = pd.read_csv(root / "data/submission.csv")
-    if task == "multi_label":
+    if task.startswith("multi_label"):
         assert labels["task"] == "multi_label" and labels["labels"] == sorted(MOODS)
-        assert len(meta["decision"]["thresholds"]) == 3 and meta["decision"]["tuned_on"] == "val"
+        tuned = task == "multi_label"
+        assert meta["decision"] == {"thresholds": meta["decision"]["thresholds"], "tuned_on": "val" if tuned else None}
+        assert len(meta["decision"]["thresholds"]) == 3 and (tuned or meta["decision"]["thresholds"] == [0.5] * 3)
         for metrics in (test, baseline):
             assert {"f1_micro", "f1_macro", "f1_samples", "hamming_loss", "roc_auc_macro"} <= set(metrics)
         assert list(submission.columns) == ["id", *sorted(MOODS)]
@@ -168,7 +182,8 @@ def test_predict_equals_evaluate(trained, tmp_path, monkeypatch):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert ("RMSE against" if task != "multi_label" else "accuracy against the input's label sets") in result.output
+    multi = task.startswith("multi_label")
+    assert ("accuracy against the input's label sets" if multi else "RMSE against") in result.output
     ours = pd.read_csv(tmp_path / "p.csv")
     theirs = pd.read_csv(root / "metrics/predictions/test.csv")
     outputs = [c for c in theirs.columns if c.startswith("prob_")] or ["predicted"]
@@ -204,10 +219,26 @@ print(json.dumps([model.config.problem_type, model.config.num_labels, out.tolist
         text=True,
     )
     problem_type, num_labels, values = json.loads(out.stdout.strip().splitlines()[-1])
-    if task == "multi_label":
+    if task.startswith("multi_label"):
         assert (problem_type, num_labels) == ("multi_label_classification", 3)
         expected = theirs[[f"prob_{m}" for m in sorted(MOODS)]].iloc[0].to_numpy()
     else:
         assert (problem_type, num_labels) == ("regression", 1)
         expected = [theirs["predicted"].iloc[0]]  # the score scale is folded into the exported head
     np.testing.assert_allclose(values, expected, atol=1e-4)
+
+
+def test_the_generative_objective_refuses_a_multilabel_task(trained, tmp_path):
+    task, root = trained
+    if task != "multi_label":
+        pytest.skip("one task is enough")
+    from conftest import default_params
+
+    from llmcls.config.params import parse_params
+    from llmcls.core.artifacts import SplitFolder
+    from llmcls.core.errors import LlmclsError
+    from llmcls.train.classifier import generative_objective
+
+    params = parse_params(default_params(**{"train.objective": "generative"}))
+    with pytest.raises(LlmclsError, match="multi_label: use objective head"):
+        generative_objective(params, root / "models/base", SplitFolder(root / "data/split"), None, "fp32")

@@ -34,6 +34,7 @@ SYSTEM_METRICS = {
 # Settings that say where files are or how fast a run goes, not what it learns: never part of its identity.
 NOT_IDENTITY = ("fetch.sources", "evaluate.batch_size", "submit.")  # fetch.revision picks the data: identity
 SEED = "train.seed"
+BEST = "train.metric_for_best"
 # Keys params.yaml gained after runs were recorded without them, each with the behaviour those runs had. An
 # older run reads as these values: a sweep asking for `train.objective=generative` must not take a run from
 # before the key existed for it, and an older run groups with today's runs of the same settings.
@@ -87,9 +88,28 @@ def normalise_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def main_metric(flat: Mapping[str, Any]) -> str:
+    """The main metric of a run's task: its `task` param, else its dataset's own (single-label if unknown)."""
+    from llmcls.config.catalog import dataset_spec
+    from llmcls.evaluate.metrics import TASK_METRICS
+
+    task = flat.get("task")
+    if task is None:
+        try:
+            task = dataset_spec(str(flat.get("dataset"))).task if flat.get("dataset") != "custom" else None
+        except LlmclsError:  # a dataset this version no longer knows
+            task = None
+    return TASK_METRICS[task or "single_label"][0]
+
+
 def identity(params: Mapping[str, Any], with_seed: bool = True) -> dict[str, Any]:
-    """The params that decide what a run learns (optionally without its seed)."""
-    return {k: v for k, v in params.items() if not k.startswith(NOT_IDENTITY) and (with_seed or k != SEED)}
+    """The params that decide what a run learns (optionally without its seed). `train.metric_for_best: auto`
+    reads as the metric it picks for the run's task, so a run from before auto existed (`accuracy`) is the
+    same configuration as today's single-label default."""
+    kept = {k: v for k, v in params.items() if not k.startswith(NOT_IDENTITY) and (with_seed or k != SEED)}
+    if kept.get(BEST) == "auto":
+        kept[BEST] = main_metric(kept)
+    return kept
 
 
 def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
