@@ -214,3 +214,12 @@ def test_metric_for_best_follows_the_task():
     assert metric_for_best("auto", REGRESSION) == "pearson"
     with pytest.raises(LlmclsError, match="not a regression metric"):
         metric_for_best("accuracy", REGRESSION)
+
+
+def test_label_lists_as_json_or_lists_and_codes_read_as_floats():
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "labels": ['["joy", "anger"]', ["calm"], 2.0]})
+    rows = canonical_rows(spec(MULTI_LABEL, label_column="labels"), frame, "train", "f.csv")
+    assert rows["label"].tolist() == [["joy", "anger"], ["calm"], ["2"]]
+    bad = pd.DataFrame({"text": ["a"], "labels": ['["joy"']})
+    with pytest.raises(LlmclsError, match="is not a JSON list"):
+        canonical_rows(spec(MULTI_LABEL, label_column="labels"), bad, "train", "f.csv")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from llmcls.config.catalog import DatasetSpec
@@ -45,7 +46,13 @@ def _raw_label(spec: DatasetSpec, row: dict[str, Any]) -> Any:
     return hot[0]
 
 
+def _whole(value: Any) -> Any:
+    """A float that is a whole number as an int: a code column with an empty cell is read as floats (2.0)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _label_name(spec: DatasetSpec, raw: Any) -> str:
+    raw = _whole(raw)
     if spec.label_pattern:
         match = re.search(spec.label_pattern, str(raw))
         if match is None or match.group(1) is None:
@@ -125,10 +132,19 @@ def _label_list(spec: DatasetSpec, row: dict[str, Any], labels: LabelSet | None)
             raise ValueError(f"columns {list(spec.label_onehot)} must hold 0 or 1")
         return [c for c in spec.label_onehot if row[c] == 1]
     cell = row[spec.label_column]
-    if _missing(cell):
+    if isinstance(cell, (list, tuple, np.ndarray)):  # JSONL / Parquet hold lists as lists
+        parts = [str(x) for x in cell]
+    elif _missing(cell):
         raise ValueError(f"label column {spec.label_column!r} is empty")
-    separator = re.escape(spec.label_separator) if spec.label_separator else ANY_SEPARATOR
-    names = [_label_name(spec, part.strip()) for part in re.split(separator, str(cell)) if part.strip()]
+    elif isinstance(cell, str) and cell.strip().startswith("["):  # a JSON list written into a CSV cell
+        try:
+            parts = [str(x) for x in json.loads(cell)]
+        except (ValueError, TypeError):
+            raise ValueError(f"label cell {cell!r} is not a JSON list") from None
+    else:
+        separator = re.escape(spec.label_separator) if spec.label_separator else ANY_SEPARATOR
+        parts = re.split(separator, str(_whole(cell)))
+    names = [_label_name(spec, part.strip()) for part in parts if part.strip()]
     if labels is not None and (unknown := [n for n in names if n not in labels.names]):
         raise ValueError(f"labels {unknown} are not in the train split's label set {list(labels.names)}")
     return sorted(set(names), key=names.index)
