@@ -223,3 +223,18 @@ def test_label_lists_as_json_or_lists_and_codes_read_as_floats():
     bad = pd.DataFrame({"text": ["a"], "labels": ['["joy"']})
     with pytest.raises(LlmclsError, match="is not a JSON list"):
         canonical_rows(spec(MULTI_LABEL, label_column="labels"), bad, "train", "f.csv")
+
+
+def test_the_generative_objective_refuses_label_sets_and_scores(tmp_path):
+    from conftest import default_params
+
+    from llmcls.config.params import parse_params
+    from llmcls.core.artifacts import LABELS, SplitFolder
+    from llmcls.core.outputs import write_json
+    from llmcls.train.classifier import generative_objective
+
+    params = parse_params(default_params(**{"train.objective": "generative"}))
+    for labels in (LabelSet(("joy", "calm"), MULTI_LABEL), LabelSet(("score",), REGRESSION, False, (0.0, 1.0))):
+        write_json(tmp_path / LABELS, labels.to_json())
+        with pytest.raises(LlmclsError, match=f"task is {labels.task}: use objective head"):
+            generative_objective(params, tmp_path, SplitFolder(tmp_path), None, "fp32")

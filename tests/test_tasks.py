@@ -226,19 +226,3 @@ print(json.dumps([model.config.problem_type, model.config.num_labels, out.tolist
         assert (problem_type, num_labels) == ("regression", 1)
         expected = [theirs["predicted"].iloc[0]]  # the score scale is folded into the exported head
     np.testing.assert_allclose(values, expected, atol=1e-4)
-
-
-def test_the_generative_objective_refuses_a_multilabel_task(trained, tmp_path):
-    task, root = trained
-    if task != "multi_label":
-        pytest.skip("one task is enough")
-    from conftest import default_params
-
-    from llmcls.config.params import parse_params
-    from llmcls.core.artifacts import SplitFolder
-    from llmcls.core.errors import LlmclsError
-    from llmcls.train.classifier import generative_objective
-
-    params = parse_params(default_params(**{"train.objective": "generative"}))
-    with pytest.raises(LlmclsError, match="multi_label: use objective head"):
-        generative_objective(params, root / "models/base", SplitFolder(root / "data/split"), None, "fp32")
