@@ -123,6 +123,19 @@ def test_real_r8_and_arena_from_the_shared_folder(tmp_path):
     assert record["rows"] == {"train": 100, "test": 3}
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets")
+def test_real_goemotions_and_stsb_from_the_shared_folder(tmp_path):
+    record = fetch(dataset_spec("goemotions"), SHARED, tmp_path / "goemotions")
+    assert record["rows"] == {"train": 43410, "test": 5427}
+    names = record["label_names"]  # emotions.txt, line i naming id i; its hash beside the data files'
+    assert len(names) == 28 and names["0"] == "admiration" and names["27"] == "neutral"
+    assert "remote://datasets/goemotions/emotions.txt" in record["sha256"]
+    record = fetch(dataset_spec("stsb"), SHARED, tmp_path / "stsb")
+    assert record["rows"] == {"train": 5749, "test": 1379}  # 7- and 9-field lines, bare quotes kept
+    raw = pd.read_parquet(tmp_path / "stsb" / "train.parquet")
+    assert raw["score"].between(0, 5).all() and raw["sentence2"].notna().all()
+
+
 @pytest.mark.dvc
 def test_datasets_folder_comes_from_the_dvc_remote_and_config_local_wins(tmp_path, monkeypatch):
     """dvc.yaml names the folder as remote://datasets; each machine may point it elsewhere (config.local)."""

@@ -238,3 +238,16 @@ def test_the_generative_objective_refuses_label_sets_and_scores(tmp_path):
         write_json(tmp_path / LABELS, labels.to_json())
         with pytest.raises(LlmclsError, match=f"task is {labels.task}: use objective head"):
             generative_objective(params, tmp_path, SplitFolder(tmp_path), None, "fp32")
+
+
+def test_the_task_setting_and_custom_label_columns_shape_the_spec():
+    from conftest import custom_params
+
+    from llmcls.config.catalog import dataset_spec
+
+    columns = custom_params(train_path="data/custom/t.csv", label_columns=["toxic", "insult"], label_separator=None)
+    custom = dataset_spec("custom", columns, "multi_label")
+    assert custom.task == MULTI_LABEL and custom.label_onehot == ("toxic", "insult") and custom.label_column is None
+    assert dataset_spec("goemotions").task == MULTI_LABEL and dataset_spec("goemotions").label_names_file
+    assert dataset_spec("stsb").task == REGRESSION and dataset_spec("stsb-grades").round_scores
+    assert dataset_spec("stsb", task="single_label").task == "single_label"  # params `task` wins
