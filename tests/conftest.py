@@ -39,6 +39,43 @@ NEGATIVE = [
 ]
 
 
+# The pipeline's stages as click commands with dvc.yaml's paths, relative to a project folder, in order
+# (fetch reads data/custom); a test runs a prefix of them or all.
+STAGE_STEPS = [
+    ("fetch", "--data", "data/custom", "--out", "data/raw"),
+    ("fetch_model", "--out", "models/base"),
+    ("preprocess", "--raw", "data/raw", "--base", "models/base", "--out", "data/processed"),
+    ("split", "--processed", "data/processed", "--out", "data/split"),
+    (
+        "train",
+        *("--split", "data/split", "--base", "models/base", "--out", "models/classifier"),
+        *("--live", "metrics/train", "--checkpoints", "models/checkpoints"),
+    ),
+    (
+        "evaluate",
+        *("--split", "data/split", "--base", "models/base", "--model", "models/classifier"),
+        *("--metrics", "metrics/eval.json", "--report", "metrics/report.json", "--predictions", "metrics/predictions"),
+    ),
+    (
+        "baseline",
+        *("--split", "data/split", "--metrics", "metrics/baseline/eval.json"),
+        *("--report", "metrics/baseline/report.json", "--predictions", "metrics/baseline/predictions"),
+    ),
+    (
+        "ensemble",
+        *("--split", "data/split", "--llm", "metrics/predictions", "--baseline", "metrics/baseline/predictions"),
+        *("--metrics", "metrics/ensemble/eval.json", "--report", "metrics/ensemble/report.json"),
+        *("--predictions", "metrics/ensemble/predictions"),
+    ),
+    (
+        "submit",
+        *("--split", "data/split", "--llm", "metrics/predictions/test.csv"),
+        *("--baseline", "metrics/baseline/predictions/test.csv"),
+        *("--ensemble", "metrics/ensemble/predictions/test.csv", "--out", "data/submission.csv"),
+    ),
+]
+
+
 def custom_params(**settings):
     """params.yaml's `custom` section with ``settings`` over it (the file holds the only defaults)."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import sentiment_frame, tiny_train_overrides, write_params
+from conftest import STAGE_STEPS, sentiment_frame, tiny_train_overrides, write_params
 from test_stages import invoke
 
 from llmcls.cli.main import main as llmcls_main
@@ -42,24 +42,7 @@ def trained(request, tmp_path_factory, tiny_model_dir):
     params = str(write_params(root, **settings))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        steps = [
-            ("fetch", "--data", "data/custom", "--out", "data/raw"),
-            ("fetch_model", "--out", "models/base"),
-            ("preprocess", "--raw", "data/raw", "--base", "models/base", "--out", "data/processed"),
-            ("split", "--processed", "data/processed", "--out", "data/split"),
-            (
-                "train",
-                *("--split", "data/split", "--base", "models/base", "--out", "models/classifier"),
-                *("--live", "metrics/train", "--checkpoints", "models/checkpoints"),
-            ),
-            (
-                "evaluate",
-                *("--split", "data/split", "--base", "models/base", "--model", "models/classifier"),
-                *("--metrics", "metrics/eval.json", "--report", "metrics/report.json"),
-                *("--predictions", "metrics/predictions"),
-            ),
-        ]
-        for name, *args in steps:
+        for name, *args in STAGE_STEPS[:6]:  # up to evaluate
             result = invoke(name, "--params", params, *args)
             assert result.exit_code == 0, f"{name}: {result.output}"
     return root

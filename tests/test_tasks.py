@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import NEGATIVE, POSITIVE, tiny_train_overrides, write_params
+from conftest import NEGATIVE, POSITIVE, STAGE_STEPS, tiny_train_overrides, write_params
 from test_stages import invoke
 
 from llmcls.cli.main import main as llmcls_main
@@ -72,40 +72,6 @@ TASKS = {
     ),
 }
 
-PIPELINE = [
-    ("fetch", "--data", "data/custom", "--out", "data/raw"),
-    ("fetch_model", "--out", "models/base"),
-    ("preprocess", "--raw", "data/raw", "--base", "models/base", "--out", "data/processed"),
-    ("split", "--processed", "data/processed", "--out", "data/split"),
-    (
-        "train",
-        *("--split", "data/split", "--base", "models/base", "--out", "models/classifier"),
-        *("--live", "metrics/train", "--checkpoints", "models/checkpoints"),
-    ),
-    (
-        "evaluate",
-        *("--split", "data/split", "--base", "models/base", "--model", "models/classifier"),
-        *("--metrics", "metrics/eval.json", "--report", "metrics/report.json", "--predictions", "metrics/predictions"),
-    ),
-    (
-        "baseline",
-        *("--split", "data/split", "--metrics", "metrics/baseline/eval.json"),
-        *("--report", "metrics/baseline/report.json", "--predictions", "metrics/baseline/predictions"),
-    ),
-    (
-        "ensemble",
-        *("--split", "data/split", "--llm", "metrics/predictions", "--baseline", "metrics/baseline/predictions"),
-        *("--metrics", "metrics/ensemble/eval.json", "--report", "metrics/ensemble/report.json"),
-        *("--predictions", "metrics/ensemble/predictions"),
-    ),
-    (
-        "submit",
-        *("--split", "data/split", "--llm", "metrics/predictions/test.csv"),
-        *("--baseline", "metrics/baseline/predictions/test.csv"),
-        *("--ensemble", "metrics/ensemble/predictions/test.csv", "--out", "data/submission.csv"),
-    ),
-]
-
 
 @pytest.fixture(scope="module", params=sorted(TASKS))
 def trained(request, tmp_path_factory, tiny_model_dir):
@@ -122,7 +88,7 @@ def trained(request, tmp_path_factory, tiny_model_dir):
     params = str(write_params(root, **overrides, **settings))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for name, *args in PIPELINE:
+        for name, *args in STAGE_STEPS:
             result = invoke(name, "--params", params, *args)
             assert result.exit_code == 0, f"{name}: {result.output}"
     return request.param, root

@@ -14,7 +14,8 @@ import click
 
 from llmcls.config.params import load_params
 from llmcls.core.errors import LlmclsError
-from llmcls.experiments.aggregate import AUTO, METRIC_NAMES
+from llmcls.evaluate.metrics import METRIC_NAMES
+from llmcls.experiments.aggregate import AUTO
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
 
 

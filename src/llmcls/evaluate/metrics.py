@@ -49,6 +49,19 @@ TASK_METRICS = {
 }
 
 
+# How tables (the report's leaderboard, a model card) name the headline metrics, in the order they show them.
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+    "f1_micro": "micro F1",
+    "log_loss": "log loss",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "rmse": "RMSE",
+    "qwk": "QWK",
+}
+
+
 def metric_for_best(setting: str, task: str) -> str:
     """The validation metric that picks the kept checkpoint (params train.metric_for_best) for ``task``."""
     if setting == "auto":

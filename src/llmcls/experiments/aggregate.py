@@ -322,19 +322,6 @@ def learning_curves(groups: Iterable[Group], metric: str = AUTO) -> list[Curve]:
     return sorted(curves, key=lambda c: (c.dataset, c.label))
 
 
-# The leaderboard's metric columns, in order; a report shows those its runs have.
-METRIC_NAMES = {
-    "accuracy": "accuracy",
-    "f1_macro": "macro F1",
-    "f1_micro": "micro F1",
-    "log_loss": "log loss",
-    "pearson": "Pearson",
-    "spearman": "Spearman",
-    "rmse": "RMSE",
-    "qwk": "QWK",
-}
-
-
 def seeds(n: int) -> str:
     """'1 seed', '3 seeds'."""
     return f"{n} seed" if n == 1 else f"{n} seeds"

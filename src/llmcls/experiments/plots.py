@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcls.experiments.aggregate import METRIC_NAMES, Curve, Group, seeds, size_name
+from llmcls.evaluate.metrics import METRIC_NAMES
+from llmcls.experiments.aggregate import Curve, Group, seeds, size_name
 
 
 def _pyplot():

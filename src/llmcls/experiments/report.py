@@ -18,10 +18,10 @@ import pandas as pd
 
 from llmcls.core.outputs import staged_dir, staged_file
 from llmcls.evaluate.calibration import ece_of, reliability
+from llmcls.evaluate.metrics import METRIC_NAMES
 from llmcls.experiments.aggregate import (
     AUTO,
     LOWER_IS_BETTER,
-    METRIC_NAMES,
     Comparison,
     Curve,
     Group,

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from llmcls.evaluate.metrics import METRIC_NAMES
 
 
 def summary_section(meta: dict[str, Any], labels: list[str]) -> list[str]:
@@ -43,23 +44,10 @@ def prompt_section(prompt: dict[str, Any]) -> list[str]:
     ]
 
 
-# The headline metrics a card shows, where the task has them (eval.json's names -> the table's).
-CARD_METRICS = {
-    "accuracy": "accuracy",
-    "f1_macro": "macro F1",
-    "f1_micro": "micro F1",
-    "log_loss": "log loss",
-    "pearson": "Pearson",
-    "spearman": "Spearman",
-    "rmse": "RMSE",
-    "qwk": "QWK",
-}
-
-
 def metrics_section(metrics: dict[str, Any] | None) -> list[str]:
     """The run's val / test metrics (evaluate's eval.json), when it was given."""
     rows = [
-        {"split": split, "rows": m["n"]} | {shown: f"{m[key]:.4f}" for key, shown in CARD_METRICS.items() if key in m}
+        {"split": split, "rows": m["n"]} | {shown: f"{m[key]:.4f}" for key, shown in METRIC_NAMES.items() if key in m}
         for split in ("val", "test")
         if len(m := (metrics or {}).get(split) or {}) > 1
     ]
