@@ -251,3 +251,20 @@ def test_the_task_setting_and_custom_label_columns_shape_the_spec():
     assert dataset_spec("goemotions").task == MULTI_LABEL and dataset_spec("goemotions").label_names_file
     assert dataset_spec("stsb").task == REGRESSION and dataset_spec("stsb-grades").round_scores
     assert dataset_spec("stsb", task="single_label").task == "single_label"  # params `task` wins
+
+
+def test_a_multilabel_head_computes_in_fp32_under_bf16_autocast():
+    from llmcls.model.heads import fp32_output, linear_head
+
+    torch.manual_seed(0)
+    head = linear_head(16, 3)
+    x = torch.randn(4, 16)
+    expected = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coarse = head(x)
+        head.register_forward_hook(fp32_output)
+        exact = head(x)
+    assert coarse.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    assert torch.equal(exact, expected)
+    exact.sum().backward()  # gradients reach the weights through the recomputed output
+    assert head.weight.grad is not None

@@ -192,3 +192,19 @@ print(json.dumps([model.config.problem_type, model.config.num_labels, out.tolist
         assert (problem_type, num_labels) == ("regression", 1)
         expected = [theirs["predicted"].iloc[0]]  # the score scale is folded into the exported head
     np.testing.assert_allclose(values, expected, atol=1e-4)
+
+
+def test_a_multilabel_lora_classifier_reads_its_head_in_fp32(tiny_base_dir):
+    import torch
+    from conftest import default_params
+
+    from llmcls.config.params import parse_params
+    from llmcls.core.artifacts import LabelSet
+    from llmcls.model.build import build_classifier
+
+    params = parse_params(default_params(**tiny_train_overrides(tiny_base_dir)))
+    for task, dtype in (("multi_label", torch.float32), ("single_label", torch.bfloat16)):
+        model = build_classifier(tiny_base_dir, LabelSet(("a", "b"), task), 0, params.model, params.train)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=torch.tensor([[5, 6, 7]])).logits
+        assert logits.dtype == dtype, task  # the hook survives peft's trainable copy of the head

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.config.params import ModelParams, QloraParams, TrainParams
-from llmcls.core.artifacts import LabelSet
+from llmcls.core.artifacts import MULTI_LABEL, LabelSet
 from llmcls.core.devices import autocast_dtype, process_state, resolve_precision
 from llmcls.core.errors import LlmclsError
 from llmcls.model.base import weights_location
@@ -103,7 +103,8 @@ def base_classifier(
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
     classifier.config.pad_token_id = pad_token_id
-    return install_head(classifier, head["head"], head["head_dropout"])
+    # A multi-label head's probabilities meet tuned thresholds: computed in fp32 (heads.fp32_output).
+    return install_head(classifier, head["head"], head["head_dropout"], fp32=labels.task == MULTI_LABEL)
 
 
 def build_classifier(

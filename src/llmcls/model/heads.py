@@ -35,12 +35,24 @@ def linear_head(hidden: int, num_labels: int) -> torch.nn.Linear:
     return head
 
 
-def install_head(model: torch.nn.Module, head: str, dropout: float) -> torch.nn.Module:
+def fp32_output(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """A forward hook: the head's output computed again in fp32, outside autocast. Under bf16 autocast the
+    logits keep 8 significant bits; read as multi-label probabilities against thresholds (a rare label's lie
+    near 0.01-0.05) they tie in a few hundred values over thousands of rows, which no threshold can split."""
+    weight = next(module.parameters())
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        return module.forward(inputs[0].to(weight.dtype))
+
+
+def install_head(model: torch.nn.Module, head: str, dropout: float, fp32: bool = False) -> torch.nn.Module:
     """Put the configured head (params `model.head`) on ``model``. The model's pooler still picks the last
-    non-pad token, so the head sees that token's hidden state either way."""
+    non-pad token, so the head sees that token's hidden state either way. ``fp32``: the head computes in fp32
+    whatever the autocast precision (fp32_output; a hook, so the weights' names stay those of the head)."""
     name = head_attribute(model)
     current = getattr(model, name)
     hidden, num_labels = current.in_features, current.out_features
     new = mlp_head(hidden, num_labels, dropout) if head == "mlp" else linear_head(hidden, num_labels)
+    if fp32:
+        new.register_forward_hook(fp32_output)
     setattr(model, name, new.to(current.weight.device))
     return model

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from llmcls.config.params import QloraParams
-from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, PROMPT, LabelSet
+from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, MULTI_LABEL, PROMPT, LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, write_json
 from llmcls.model.build import base_classifier, base_lm, bitsandbytes_config, quiet_peft
@@ -69,7 +69,7 @@ def load_trained_model(
         if not generative:  # a causal LM writes its label; a classifier's own head is put in place
             from safetensors.torch import load_file
 
-            install_head(model, head["head"], head["head_dropout"])
+            install_head(model, head["head"], head["head_dropout"], fp32=labels.task == MULTI_LABEL)
             getattr(model, head_attribute(model)).load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
     else:
         from peft import PeftModel
