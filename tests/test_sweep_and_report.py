@@ -475,3 +475,16 @@ def test_metric_for_best_auto_is_the_task_metric_when_runs_are_compared():
     assert same_config(flat_params(json.dumps(before_auto)), REFERENCE)  # sst2: auto picks accuracy
     assert identity(flat_params(json.dumps(params(dataset="stsb"))))["train.metric_for_best"] == "pearson"
     assert identity(flat_params(json.dumps(params(dataset="goemotions"))))["train.metric_for_best"] == "f1_macro"
+
+
+def test_a_score_group_is_not_seed_averaged_and_says_why(tmp_path):
+    from llmcls.experiments.seed_ensemble import seed_ensemble
+
+    rows = fake_exp_show()
+    for i, seed in enumerate((0, 42)):
+        state = row(f"s{i:039d}", params(dataset="stsb", **{"train.seed": seed}), 0, f"2026-11-23T1{i}:00:00")
+        state["data"]["metrics"]["metrics/eval.json"] = score_metrics(0.8)
+        rows[1]["experiments"].append({"revs": [state], "executor": None, "name": f"stsb-s{seed}"})
+    groups = group_entries(entries(finished(parse_exp_show(rows))), REFERENCE)
+    stsb = next(g for g in groups if g.key("dataset") == "stsb")
+    assert "single-label runs" in seed_ensemble(stsb, lambda run, path: None)

@@ -91,6 +91,11 @@ def seed_ensemble(group: Group, read_file: Callable[[Run, str], str | None]) -> 
     averaged; None when there is nothing to average (another system, or one seed)."""
     if group.system != "llm" or len(group.entries) < MIN_SEEDS:
         return None
+    if group.metric() != "accuracy":  # a multi-label or score task (aggregate.task_metric)
+        return (
+            "seed averaging covers single-label runs: label probabilities and scores need their thresholds or "
+            "cut-points tuned again on validation, which test predictions do not carry"
+        )
     chosen = sorted(group.entries, key=lambda e: str(e.seed))
     tables = []
     for entry in chosen:
