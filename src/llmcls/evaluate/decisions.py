@@ -96,3 +96,10 @@ def decide(labels: LabelSet, outputs: np.ndarray, decision: dict[str, Any] | Non
             return to_grades(outputs[:, 0], decision["cut_points"], decision["grades"][0])
         return outputs[:, 0]
     return outputs.argmax(axis=1)
+
+
+def decided_labels(labels: LabelSet, chosen: np.ndarray) -> list:
+    """decide()'s classification decisions by name: a class name per row, or a multi-label row's label names."""
+    if labels.task == MULTI_LABEL:
+        return [[n for n, on in zip(labels.names, row, strict=True) if on] for row in chosen]
+    return [labels.names[i] for i in chosen]

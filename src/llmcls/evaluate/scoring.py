@@ -15,7 +15,7 @@ import pandas as pd
 
 from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SCORED_SPLITS, LabelSet, is_labelled, targets
 from llmcls.core.outputs import write_csv, write_json
-from llmcls.evaluate.decisions import decide, rounded_grades
+from llmcls.evaluate.decisions import decide, decided_labels, rounded_grades
 from llmcls.evaluate.metrics import full_report, multilabel_report, quadratic_kappa, regression_metrics
 
 PROB_PREFIX = "prob_"
@@ -41,13 +41,7 @@ def prediction_table(
         if decision and "cut_points" in decision:
             table[GRADE] = decide(labels, outputs, decision)
         return table
-    chosen = decide(labels, outputs, decision)
-    if labels.task == MULTI_LABEL:
-        table["predicted"] = [
-            LABEL_JOIN.join(n for n, on in zip(labels.names, row, strict=True) if on) for row in chosen
-        ]
-    else:
-        table["predicted"] = [labels.names[i] for i in chosen]
+    table["predicted"] = [label_text(x, labels) for x in decided_labels(labels, decide(labels, outputs, decision))]
     for i, name in enumerate(labels.names):
         table[f"{PROB_PREFIX}{name}"] = outputs[:, i]
     return table

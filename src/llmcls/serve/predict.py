@@ -33,7 +33,7 @@ from llmcls.data.rows import BadRow, canonical_rows, swap_permutation
 from llmcls.data.tables import missing_columns, read_table
 from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.classifier import class_probabilities, label_targets, model_temperature, swap_back
-from llmcls.evaluate.decisions import decide
+from llmcls.evaluate.decisions import decide, decided_labels
 from llmcls.evaluate.scoring import prediction_table
 from llmcls.model.base import load_tokenizer
 from llmcls.model.store import load_trained_model
@@ -166,11 +166,9 @@ class TextClassifier:
         (multi-label), or the score (its grade where the model has cut-points)."""
         outputs = self.predict_proba(texts)
         chosen = decide(self.labels, outputs, self.meta.get("decision"))
-        if self.labels.task == MULTI_LABEL:
-            return [[n for n, on in zip(self.labels.names, row, strict=True) if on] for row in chosen]
         if self.labels.task == REGRESSION:
             return [float(x) for x in chosen]
-        return [self.labels.names[i] for i in chosen]
+        return decided_labels(self.labels, chosen)
 
     def predict_table(
         self,
