@@ -28,7 +28,7 @@ from llmcls.config.catalog import CUSTOM, DatasetSpec
 from llmcls.config.params import FetchParams
 from llmcls.core.errors import LlmclsError, SourceUnavailable, fail_on
 from llmcls.core.outputs import sha256, staged_dir, write_json
-from llmcls.data.tables import missing_columns, read_table
+from llmcls.data.tables import missing_columns, read_table, storable
 
 Splits = dict[str, pd.DataFrame]
 
@@ -214,9 +214,11 @@ def label_names_record(spec: DatasetSpec, inputs: Inputs, digests: dict[str, str
 
 
 def check_columns(spec: DatasetSpec, splits: Splits, files: dict[str, str]) -> None:
-    """Every split needs the text fields (and id); the train split also needs the label column(s)."""
+    """Every split needs rows and the text fields (and id); the train split also needs the label column(s)."""
     problems = []
     for split, frame in splits.items():
+        if frame.empty:
+            problems.append(f"{files[split]}: no rows")
         required = list(spec.fields.values()) + ([spec.id_column] if spec.id_column else [])
         if split == "train":
             required = spec.raw_columns + ([spec.id_column] if spec.id_column else [])
@@ -248,7 +250,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, i
             record |= label_names_record(spec, inputs, record["sha256"])
         with staged_dir(out_dir) as tmp:
             for split, frame in served.splits.items():
-                frame.to_parquet(tmp / f"{split}.parquet", index=False)
+                storable(frame, served.files[split]).to_parquet(tmp / f"{split}.parquet", index=False)
             write_json(tmp / "source.json", record)
         return record
     hint = (

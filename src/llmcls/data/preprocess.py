@@ -11,7 +11,8 @@ import pandas as pd
 
 from llmcls.config.catalog import DatasetSpec
 from llmcls.config.params import PreprocessParams
-from llmcls.core.artifacts import LABELS, PROMPT
+from llmcls.core.artifacts import LABELS, PROMPT, REGRESSION
+from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, staged_dir, write_json
 from llmcls.data.prompt import class_list_fits, encode_table, prompt_encoder, prompt_record, shown_class_names
 from llmcls.data.rows import BadRow, canonical_rows, label_set, swap_permutation, with_label_ids
@@ -32,7 +33,13 @@ def preprocess_dataset(
     tables = {
         "train": canonical_rows(spec, pd.read_parquet(raw_dir / "train.parquet"), "train", files["train"], skipped)
     }
+    if tables["train"].empty:
+        raise LlmclsError(f"{files['train']}: no rows left after skipping {len(skipped or [])} bad row(s)")
     labels = label_set(spec, tables["train"])
+    if labels.task == REGRESSION and labels.score_range[0] == labels.score_range[1]:
+        raise LlmclsError(f"{files['train']}: every score is {labels.score_range[0]}: there is nothing to learn")
+    if labels.task != REGRESSION and len(labels.names) < 2:
+        raise LlmclsError(f"{files['train']}: one class only ({list(labels.names)}): a classifier needs two or more")
     if (raw_dir / "test.parquet").is_file():
         test = pd.read_parquet(raw_dir / "test.parquet")
         tables["test"] = canonical_rows(spec, test, "test", files.get("test", "test split"), skipped, labels)

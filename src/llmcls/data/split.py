@@ -40,7 +40,7 @@ def stratified_split(
     n_taken = math.ceil(size * len(frame)) if isinstance(size, float) else size
     n_other = n_taken - (len(single) if singletons == "taken" else 0)
     if not 0 < n_other < len(stratifiable):
-        raise LlmclsError(f"{what}: cannot split {len(frame)} rows into {n_taken} and the rest")
+        raise LlmclsError(f"{what}: cannot split {len(frame)} rows into {n_taken} and the rest: too few rows")
     stratify = stratifiable[key]
     if stratify.nunique() > min(n_other, len(stratifiable) - n_other):
         click.echo(
@@ -73,7 +73,7 @@ def multilabel_split(
 
     n_taken = math.ceil(size * len(frame)) if isinstance(size, float) else size
     if not 0 < n_taken < len(frame):
-        raise LlmclsError(f"{what}: cannot split {len(frame)} rows into {n_taken} and the rest")
+        raise LlmclsError(f"{what}: cannot split {len(frame)} rows into {n_taken} and the rest: too few rows")
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_taken, random_state=seed)
     rest, taken = next(splitter.split(np.zeros(len(frame)), targets(frame, labels)))
     # The algorithm hands out rows label by label and lands near the size asked, not on it (4,665 of 4,706
@@ -143,7 +143,8 @@ def make_splits(
     record: dict[str, Any] = {"test_carved": test is None, "seed": params.seed}
     if test is None:
         # The dataset has no test split of its own: carve one first, so it never overlaps training data.
-        train, test = split_off(train, params.test_fraction, params.seed, "carving the test split", labels)
+        what = f"carving the test split (split.test_fraction={params.test_fraction})"
+        train, test = split_off(train, params.test_fraction, params.seed, what, labels)
     if params.class_quota is not None and labels.task != "single_label":
         raise LlmclsError(f"params.yaml split.class_quota: applies to single-label data, not {labels.task}")
     pool = apply_quota(train, params.class_quota, params.seed)
@@ -155,7 +156,8 @@ def make_splits(
             what = f"sampling split.train_size={params.train_size}"
             _, pool = split_off(pool, pool_size, params.seed, what, labels, singletons="taken")
             val_size = pool_size - params.train_size
-    fit, val = split_off(pool, val_size, params.seed, "taking the validation split", labels)
+    what = f"taking the validation split (split.val_fraction={params.val_fraction})"
+    fit, val = split_off(pool, val_size, params.seed, what, labels)
     splits = {"train": fit, "val": val, "test": test}
     record["rows"] = {name: len(frame) for name, frame in splits.items()}
     record["class_counts"] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ def read_table(path: str | Path, options: dict[str, Any] | None = None) -> pd.Da
         raise LlmclsError(f"{path}: the reader options {misplaced} do not apply to a {kind} file")
     if kind in ("parquet", "excel"):
         options.pop("encoding", None)  # binary formats carry their own
+    elif options.get("encoding", "utf-8").lower().replace("_", "-") in ("utf-8", "utf8"):
+        # Windows tools start UTF-8 files with a byte-order mark; pandas' JSON reader would choke on it.
+        options["encoding"] = "utf-8-sig"
     try:
         if kind == "lines":
             return read_lines(path, pattern, options.get("encoding", "utf-8"))
@@ -86,3 +90,36 @@ def missing_columns(frame: pd.DataFrame, required: list[str], where: str) -> lis
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{where}: missing column {column!r}{hint}; columns are {have}")
     return problems
+
+
+def _as_text(value: Any) -> Any:
+    """A cell of a mixed column as the text a CSV would have held (lists and mappings as JSON)."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars from Parquet / JSON
+        return _as_text(value.tolist())
+    return str(value)
+
+
+def storable(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``frame`` as Parquet can store it: column names as text (one error naming the file for duplicates), and a
+    column Arrow cannot type (0 in one JSON row and "pos" in the next, a list beside a string) as text, which is
+    how a CSV would have read it; what the cells mean is decided later, per row, with errors naming the row."""
+    import pyarrow as pa
+
+    frame = frame.rename(columns=str)
+    doubled = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if doubled:
+        raise LlmclsError(f"{where}: duplicated column name(s) {doubled}")
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            frame[column] = frame[column].map(lambda v: v if _missing_cell(v) else _as_text(v))
+    return frame
+
+
+def _missing_cell(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -181,6 +181,9 @@ class TextClassifier:
         """evaluate's prediction layout: id, label (empty when the input has none), predicted, prob_<class> (a
         regression: predicted is the score, grade its grade where the model has cut-points)."""
         rows = self.rows(frame, origin, skipped, id_column)
+        if rows.empty:
+            dropped = f" ({len(skipped)} skipped as bad)" if skipped else ""
+            raise LlmclsError(f"{origin}: no rows to predict{dropped}")
         outputs = self.probabilities(rows, progress=progress)
         return prediction_table(rows, outputs, self.labels, self.meta.get("decision"))
 
