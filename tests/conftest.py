@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -74,6 +75,34 @@ STAGE_STEPS = [
         *("--ensemble", "metrics/ensemble/predictions/test.csv", "--out", "data/submission.csv"),
     ),
 ]
+
+
+def stage(name: str):
+    """The click command of stages/<name>.py (stages are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, tiny_model_dir) -> Path:
+    """A project folder after fetch..train of the tiny model on a custom CSV (text, label): a LoRA adapter in
+    models/classifier beside models/base, what predict and export read."""
+    from click.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("trained-tiny")
+    (root / "data" / "custom").mkdir(parents=True)
+    sentiment_frame(12).rename(columns={"sentence": "text"}).to_csv(root / "data/custom/train.csv", index=False)
+    overrides = tiny_train_overrides(tiny_model_dir) | {"dataset": "custom"}
+    overrides["custom.train_path"] = "data/custom/train.csv"
+    params = str(write_params(root, **overrides))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for name, *args in STAGE_STEPS[:5]:  # up to train
+            result = CliRunner().invoke(stage(name), ["--params", params, *args], catch_exceptions=False)
+            assert result.exit_code == 0, f"{name}: {result.output}"
+    return root
 
 
 def custom_params(**settings):

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import STAGE_STEPS, default_params, write_params
+from conftest import STAGE_STEPS, default_params, stage, write_params
 from hostile import OK, TRACEBACK, TableFile, files_under, outcome, table_files
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_stages import stage
 
 pytestmark = pytest.mark.slow
 
@@ -97,28 +96,6 @@ def test_predict_gets_a_result_or_one_clear_error(table, flags, trained_tiny):
         assert kind != TRACEBACK, f"predict on {table} {flags}:\n{detail}"
         written = files_under(root / "out")
         assert written == ({"predictions.csv"} if kind == OK else set()), written  # nothing half-written
-
-
-@pytest.fixture(scope="module")
-def trained_tiny(tmp_path_factory, tiny_model_dir):
-    """The tiny model trained through the stages on a custom CSV (text, label): what predict reads."""
-    from conftest import sentiment_frame, tiny_train_overrides
-
-    root = tmp_path_factory.mktemp("hostile-predict")
-    (root / "data" / "custom").mkdir(parents=True)
-    sentiment_frame(12).rename(columns={"sentence": "text"}).to_csv(root / "data/custom/train.csv", index=False)
-    overrides = tiny_train_overrides(tiny_model_dir) | {"dataset": "custom"}
-    overrides["custom.train_path"] = "data/custom/train.csv"
-    params = str(write_params(root, **overrides))
-    cwd = Path.cwd()
-    os.chdir(root)
-    try:
-        for name, *args in STAGE_STEPS[:5]:  # up to train
-            result = CliRunner().invoke(stage(name), ["--params", params, *args], catch_exceptions=False)
-            assert result.exit_code == 0, f"{name}: {result.output}"
-    finally:
-        os.chdir(cwd)
-    return root
 
 
 # params.yaml: values of every kind in every place, unknown keys, missing keys, YAML's own oddities.

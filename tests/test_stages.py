@@ -1,20 +1,12 @@
 """The click stages on bad input: exit 1, one clear message naming the file / row / key, no output left."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, sentiment_frame, write_params
-
-
-def stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+from conftest import sentiment_frame, stage, write_params
 
 
 def invoke(name: str, *args: str):

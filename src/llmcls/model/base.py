@@ -20,6 +20,22 @@ from llmcls.core.errors import LlmclsError, SourceUnavailable
 from llmcls.core.outputs import read_json, sha256, staged_dir, write_json
 
 RECORD = "llmcls_base.json"
+# Weight files that unpickle when loaded: loading one can run code the file's author wrote. llmcls loads
+# safetensors only (and never calls torch.load), so a folder with these instead is refused, not trusted.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """Refuse a model folder whose weights are pickles without safetensors beside them (one error naming
+    the files); pickles beside safetensors are ignored (from_pretrained reads the safetensors)."""
+    folder = Path(folder)
+    pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise LlmclsError(
+            f"{folder}: weights as pickle files {pickles}, which can run code when loaded; llmcls loads "
+            "safetensors only. Convert them once where you trust them (save_pretrained(..., "
+            "safe_serialization=True)) and point llmcls at that folder."
+        )
 
 
 def _gguf_path(spec: ModelSpec, scratch: Path) -> Path:
@@ -78,8 +94,9 @@ def _copy_local(spec: ModelSpec, out: Path, trust_remote_code: bool = False, rev
     if not spec.local_dir:
         raise SourceUnavailable("not a local folder")
     src = Path(spec.local_dir)
+    require_safetensors(src)
     for item in src.iterdir():
-        if item.is_file():
+        if item.is_file() and item.suffix not in PICKLE_SUFFIXES:
             shutil.copy2(item, out / item.name)
     return {"source": "local", "weights": "local", "path": spec.name}  # as params name it, not resolved
 
@@ -139,10 +156,14 @@ def weights_location(base_dir: str | Path) -> tuple[str, dict[str, Any]]:
     """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them (and allow remote code)."""
     base_dir = Path(base_dir)
     record = read_json(base_dir / RECORD)
-    trust = {"trust_remote_code": True} if record.get("trust_remote_code") else {}
+    # use_safetensors: from_pretrained fails rather than fall back to a pickled checkpoint.
+    pinned: dict[str, Any] = {"use_safetensors": True}
+    if record.get("trust_remote_code"):
+        pinned["trust_remote_code"] = True
     if record["weights"] == "hub":
-        return record["hub_id"], {"revision": record["revision"]} | trust
-    return str(base_dir), trust
+        return record["hub_id"], {"revision": record["revision"]} | pinned
+    require_safetensors(base_dir)
+    return str(base_dir), pinned
 
 
 def load_tokenizer(base_dir: str | Path):

@@ -17,6 +17,7 @@ from llmcls.config.params import QloraParams
 from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, MULTI_LABEL, PROMPT, LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, write_json
+from llmcls.model.base import require_safetensors
 from llmcls.model.build import base_classifier, base_lm, bitsandbytes_config, quiet_peft
 from llmcls.model.heads import head_attribute, install_head
 
@@ -50,6 +51,7 @@ def load_trained_model(
     base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate. A standalone
     folder (full fine-tune, export) needs no ``base_dir``."""
     model_dir = Path(model_dir)
+    require_safetensors(model_dir)
     meta = read_json(model_dir / META)
     labels = LabelSet.read(model_dir)
     head = meta["params"]["model"]
@@ -65,7 +67,9 @@ def load_trained_model(
         if meta["base_model"].get("trust_remote_code"):
             extra["trust_remote_code"] = True
         auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
-        model = auto.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **extra)
+        model = auto.from_pretrained(
+            model_dir, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True, **extra
+        )
         if not generative:  # a causal LM writes its label; a classifier's own head is put in place
             from safetensors.torch import load_file
 

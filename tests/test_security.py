@@ -1,0 +1,177 @@
+"""What llmcls lets in: weights as safetensors only (no pickle is ever loaded), remote code only when asked for,
+custom files only from data/custom/, an exported folder whose only code is the project's own modeling file,
+and predict writing its --out and nothing else."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, sentiment_frame, stage, write_params
+
+from llmcls.core.errors import LlmclsError
+
+PICKLE_LOADS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load")}
+
+
+def calls_loading_pickles(path: Path) -> list[str]:
+    """`torch.load(...)` without weights_only=True, and any pickle / joblib / dill load, in one source file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+        if (owner, node.func.attr) not in PICKLE_LOADS:
+            continue
+        safe = owner == "torch" and any(
+            k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in node.keywords
+        )
+        if not safe:
+            found.append(f"{path}:{node.lineno}: {owner}.{node.func.attr}")
+    return found
+
+
+def test_no_pickle_is_loaded_by_our_code_or_the_trainer_we_resume_with():
+    ours = [p for folder in ("src", "stages", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
+    assert [hit for p in ours for hit in calls_loading_pickles(p)] == []
+    # Resuming a checkpoint goes through transformers' Trainer (optimizer, scheduler, RNG states): its
+    # torch.load calls must keep weights_only=True in the pinned version.
+    import transformers.trainer
+
+    assert calls_loading_pickles(Path(transformers.trainer.__file__)) == []
+
+
+def test_the_checker_finds_an_unsafe_load(tmp_path):
+    source = tmp_path / "bad.py"
+    source.write_text("import torch\nx = torch.load('w.pt')\ny = torch.load('w.pt', weights_only=True)\n")
+    assert calls_loading_pickles(source) == [f"{source}:2: torch.load"]
+
+
+def pickled_copy(model_dir: Path, dest: Path) -> Path:
+    """``model_dir`` with its safetensors weights replaced by a pickled state dict (an old-style checkpoint)."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(model_dir, dest)
+    for weights in dest.glob("*.safetensors"):
+        name = "pytorch_model.bin" if weights.name == "model.safetensors" else weights.with_suffix(".bin").name
+        torch.save(load_file(weights), dest / name)
+        weights.unlink()
+    return dest
+
+
+@pytest.mark.model
+def test_a_base_model_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
+    from llmcls.config.catalog import model_spec
+    from llmcls.model.base import materialize
+
+    folder = pickled_copy(tiny_model_dir, tmp_path / "old-model")
+    with pytest.raises(LlmclsError, match=r"pickle files \['pytorch_model.bin'\].*safetensors only"):
+        materialize(model_spec(str(folder)), ("local",), tmp_path / "base")
+    assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.model
+def test_a_trained_model_with_pickled_weights_is_refused(trained_tiny, tmp_path):
+    from llmcls.model.store import load_trained_model
+
+    folder = pickled_copy(trained_tiny / "models" / "classifier", tmp_path / "classifier")
+    with pytest.raises(LlmclsError, match=r"adapter_model.bin.*safetensors only"):
+        load_trained_model(folder, trained_tiny / "models" / "base")
+
+
+@pytest.mark.model
+def test_remote_code_stays_off_unless_set(tiny_model_dir, tmp_path, monkeypatch):
+    import transformers
+
+    from llmcls.config.catalog import model_spec
+    from llmcls.config.params import load_params
+    from llmcls.model.base import load_tokenizer, materialize, weights_location
+
+    assert load_params(ROOT / "params.yaml").model.trust_remote_code is False
+    record = materialize(model_spec(str(tiny_model_dir)), ("local",), tmp_path / "base")
+    assert record["trust_remote_code"] is False
+    _, kwargs = weights_location(tmp_path / "base")
+    assert "trust_remote_code" not in kwargs and kwargs["use_safetensors"] is True
+    seen = []
+    original = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoTokenizer,
+        "from_pretrained",
+        lambda *a, **k: seen.append(k.get("trust_remote_code")) or original(*a, **k),
+    )
+    load_tokenizer(tmp_path / "base")
+    assert seen == [False]
+    trusted = materialize(model_spec(str(tiny_model_dir)), ("local",), tmp_path / "trusted", trust_remote_code=True)
+    assert trusted["trust_remote_code"] is True
+    assert weights_location(tmp_path / "trusted")[1]["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "symlink", "symlinked-folder", "absolute"])
+def test_custom_files_cannot_escape_data_custom(escape, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    custom = tmp_path / "data" / "custom"
+    custom.mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    sentiment_frame(5).to_csv(outside / "train.csv", index=False)
+    path = {
+        "dotdot": "data/custom/../../secret/train.csv",
+        "symlink": "data/custom/link.csv",
+        "symlinked-folder": "data/custom/linked/train.csv",
+        "absolute": str(outside / "train.csv"),
+    }[escape]
+    if escape == "symlink":
+        (custom / "link.csv").symlink_to(outside / "train.csv")
+    if escape == "symlinked-folder":
+        (custom / "linked").symlink_to(outside, target_is_directory=True)
+    params = write_params(
+        tmp_path, dataset="custom", **{"custom.train_path": path, "custom.text_columns": ["sentence"]}
+    )
+    result = CliRunner().invoke(stage("fetch"), ["--params", str(params), "--data", "data/custom", "--out", "raw"])
+    assert result.exit_code == 1 and "lies outside data/custom" in result.output, result.output
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.model
+def test_an_exported_folder_holds_no_code_but_the_projects_modeling_file(trained_tiny, tmp_path, monkeypatch):
+    from llmcls.cli.main import main as llmcls_main
+
+    monkeypatch.chdir(trained_tiny)
+    result = CliRunner().invoke(llmcls_main, ["export", "--out", str(tmp_path / "export")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    export = tmp_path / "export"
+    files = {p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file()}
+    code = {f for f in files if not f.endswith((".json", ".safetensors", ".md", ".txt", ".model", ".jinja"))}
+    assert code == {"modeling_llmcls.py"}, files
+    assert (export / "modeling_llmcls.py").read_bytes() == (ROOT / "src/llmcls/model/modeling_llmcls.py").read_bytes()
+    auto_map = json.loads((export / "config.json").read_text())["auto_map"]
+    assert {v.split(".")[0] for v in auto_map.values()} == {"modeling_llmcls"}, auto_map
+
+
+@pytest.mark.model
+def test_predict_writes_its_out_and_nothing_else(trained_tiny, tmp_path, monkeypatch):
+    from llmcls.cli.main import main as llmcls_main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rows = sentiment_frame(2).rename(columns={"sentence": "text"})
+    rows["text"] = ["../../evil.csv", "/tmp/x", "good film", "a\\..\\b"]  # path-like texts
+    rows.insert(0, "id", ["../../../etc/passwd", "/abs/id", "..", "out.csv"])  # path-like ids
+    rows.to_csv(work / "in.csv", index=False)
+    watched = [work, tmp_path, trained_tiny]
+    before = {str(p) for folder in watched for p in folder.rglob("*")}
+    args = ["predict", "--model", str(trained_tiny / "models/classifier"), "--input", "in.csv"]
+    result = CliRunner().invoke(llmcls_main, [*args, "--id-column", "id", "--out", "preds/p.csv"])
+    assert result.exit_code == 0, result.output
+    after = {str(p) for folder in watched for p in folder.rglob("*")}
+    assert after - before == {str(work / "preds"), str(work / "preds" / "p.csv")}
+    # A refused run (an --out of a kind predict cannot write) leaves nothing either.
+    result = CliRunner().invoke(llmcls_main, [*args, "--out", "preds/p.exe"])
+    assert result.exit_code == 1 and {str(p) for folder in watched for p in folder.rglob("*")} == after
