@@ -53,7 +53,7 @@ def test_class_quota_balances():
 
 
 def test_unsplittable_data_is_a_clear_error():
-    with pytest.raises(LlmclsError, match=r"validation split \(split.val_fraction=0.5\): cannot split 1 rows into 1"):
+    with pytest.raises(LlmclsError, match=r"validation split \(split.val_fraction=0.15\): cannot split 1 rows into 1"):
         make_splits(frame({"a": 1}), frame({"a": 1}), params())
     with pytest.raises(LlmclsError, match="labels \\['zz'\\] are not in the data"):
         make_splits(frame({"a": 50, "b": 50}), None, params(class_quota={"zz": 3}))

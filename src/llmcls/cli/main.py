@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from llmcls.config.params import load_params
-from llmcls.core.errors import LlmclsError
+from llmcls.core.errors import LlmclsError, full_disk_is_an_error
 from llmcls.evaluate.metrics import METRIC_NAMES
 from llmcls.experiments.aggregate import AUTO
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
@@ -179,19 +179,20 @@ def predict(
         options["header"] = None
     if names:
         options["names"] = _names(names)
-    summary = predict_file(
-        model_dir,
-        input_path,
-        out,
-        base=base,
-        text_columns=_names(text_columns),
-        id_column=id_column,
-        read=options,
-        bad_rows=bad_rows,
-        batch_size=batch_size,
-        max_rows=max_rows,
-        device=device,
-    )
+    with full_disk_is_an_error():
+        summary = predict_file(
+            model_dir,
+            input_path,
+            out,
+            base=base,
+            text_columns=_names(text_columns),
+            id_column=id_column,
+            read=options,
+            bad_rows=bad_rows,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            device=device,
+        )
     click.echo(summary)
 
 
@@ -225,7 +226,8 @@ def export(model_dir, base, metrics_path, out) -> None:
     card. `llmcls predict` and transformers (trust_remote_code=True) load it without this repository."""
     from llmcls.serve.export import export_model
 
-    result = export_model(model_dir, base, out, metrics_path)
+    with full_disk_is_an_error():
+        result = export_model(model_dir, base, out, metrics_path)
     click.echo(f"export: {model_dir} -> {out} ({result})")
 
 
@@ -298,6 +300,19 @@ def report(out, scope, from_json, metric, params_path) -> None:
     source = f"saved {from_json}" if from_json else f"dvc exp show --json {' '.join(SCOPES[scope])}".strip()
     result = build_report(runs, reference, out, lambda run, path: file_at(run.rev, path), metric, source)
     click.echo(f"report: {len(runs)} runs, {len(result['groups'])} configurations -> {out}")
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="every object in the cache, not only dvc.lock's")
+def verify(everything) -> None:
+    """Re-hash the DVC cache objects dvc.lock uses (the outputs a checkout would restore): a corrupted one is
+    named with its output and stage, exit 1. DVC itself trusts its cache."""
+    from llmcls.experiments.integrity import damage_report, verify_cache
+
+    checked, damaged = verify_cache(".", everything)
+    if damaged:
+        raise LlmclsError(damage_report(damaged))
+    click.echo(f"verify: {checked} cache objects match their hashes")
 
 
 if __name__ == "__main__":

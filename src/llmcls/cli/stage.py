@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from llmcls.core.errors import full_disk_is_an_error
+
 PathDir = click.Path(file_okay=False, path_type=Path)
 PathFile = click.Path(dir_okay=False, path_type=Path)
 
@@ -45,7 +47,8 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        return func(*args, **kwargs)
+        with full_disk_is_an_error():
+            return func(*args, **kwargs)
 
     return wrapper
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import re
+from collections.abc import Iterator
+
 import click
 
 
@@ -21,6 +26,39 @@ def fail_on(problems: list[str], what: str) -> None:
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise LlmclsError(f"{what}:\n{listed}")
+
+
+# Write failures a user fixes by freeing space or raising a limit, not by changing llmcls.
+FULL_DISK = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file size limit was reached"}
+FULL_DISK[errno.EDQUOT] = "the disk quota is used up"
+
+
+def _disk_errno(err: Exception) -> int | None:
+    """The errno of a failed write: an OSError's own, or the "(os error N)" that Rust writers (safetensors)
+    put in their message."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    return int(found.group(1)) if found else None
+
+
+@contextlib.contextmanager
+def full_disk_is_an_error() -> Iterator[None]:
+    """A full disk (or a file size limit) while writing outputs becomes one clear error. Outputs are written
+    to temporary siblings and renamed only when complete (core/outputs.py), so the previous ones stay intact."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except Exception as err:
+        code = _disk_errno(err)
+        if code not in FULL_DISK:
+            raise
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        raise LlmclsError(
+            f"{where}{FULL_DISK[code]} ({err}); nothing was replaced: the previous outputs are kept. "
+            "Free space (or raise the limit) and run again."
+        ) from err
 
 
 class SourceUnavailable(Exception):

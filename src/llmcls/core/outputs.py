@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,11 +16,21 @@ from typing import Any
 import pandas as pd
 
 
+def _drop_leftovers(target: Path) -> None:
+    """Remove the temporary siblings (``.<name>.<random>``) that a run killed mid-write (SIGKILL, power loss)
+    left beside ``target``: nothing else writes them, and DVC's lock keeps two runs from sharing a target."""
+    leftover = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}")
+    for sibling in target.parent.iterdir():
+        if leftover.fullmatch(sibling.name):
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _drop_leftovers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
     try:
@@ -37,6 +48,7 @@ def staged_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _drop_leftovers(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     tmp = Path(name)

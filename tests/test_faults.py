@@ -1,0 +1,163 @@
+"""Faults injected into the real pipeline of a reproduced tiny project: each stage killed (SIGKILL, the whole
+process group, at a random moment), a full disk (RLIMIT_FSIZE), a corrupted DVC cache, two `dvc repro` at once.
+
+The properties: a killed stage leaves each output absent or complete (never half-written, never a leftover
+temporary file after the next run), and the next `dvc repro` ends with the same outputs and metrics as the
+uninterrupted run; a full disk is one clear error that keeps the previous outputs; corruption is detected
+before it is used; the second of two concurrent runs stops at DVC's lock without touching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.dvc]
+
+ENV = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]}
+# Stages killed in the suite; benchmarks/reliability.py kills every stage at more points.
+KILLED = os.environ.get("LLMCLS_FAULT_STAGES", "fetch,preprocess,train,evaluate,baseline,submit").split(",")
+SEED = int(os.environ.get("LLMCLS_FAULT_SEED", str(random.SystemRandom().randrange(10**6))))
+LEFTOVER = re.compile(r"\.[^/]+\.[A-Za-z0-9_]{8}$")  # core/outputs.py's temporary siblings
+
+
+def digest(path: Path) -> str | None:
+    """sha256 of a file, or of a folder's (relative path, content) pairs; None when absent."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    total = hashlib.sha256()
+    for file in files:
+        total.update(str(file.relative_to(path)).encode() + hashlib.sha256(file.read_bytes()).digest())
+    return total.hexdigest()
+
+
+def locked_outs(project: Path) -> dict[str, dict[str, str]]:
+    """Each stage's outputs and their hashes as dvc.lock records them."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {name: {o["path"]: o.get("md5") for o in stage.get("outs", [])} for name, stage in lock.items()}
+
+
+def leftovers(project: Path) -> list[str]:
+    return [
+        str(p) for top in ("data", "models", "metrics") for p in (project / top).rglob(".*") if LEFTOVER.search(p.name)
+    ]
+
+
+def stage_running(stage: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"stages/{stage}.py".encode() in cmdline.read_bytes():
+                return True
+        except OSError:  # the process ended while we looked
+            continue
+    return False
+
+
+def kill_during(project: Path, stage: str, delay: float) -> bool:
+    """`dvc repro -f -s STAGE`, SIGKILLed with all its children ``delay`` s after the stage's process starts.
+    Returns whether the stage was still running when the kill landed."""
+    repro = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", stage],
+        cwd=project,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not stage_running(stage):
+        assert repro.poll() is None and time.time() < deadline, f"{stage} ended before it was seen running"
+        time.sleep(0.01)
+    time.sleep(delay)
+    landed = repro.poll() is None and stage_running(stage)
+    os.killpg(repro.pid, signal.SIGKILL)
+    repro.wait()
+    return landed
+
+
+def test_each_stage_killed_leaves_nothing_half_written_and_the_next_repro_ends_the_same(reproduced, reproduced_copy):
+    """One kill per stage at a random moment (LLMCLS_FAULT_SEED reproduces a run's moments)."""
+    project, reference = reproduced_copy, reproduced.path
+    expected = locked_outs(reference)
+    rng = random.Random(SEED)
+    print(f"fault seed {SEED}")
+    for stage in KILLED:
+        delay = rng.uniform(0, 3.0 if stage == "train" else 1.5)
+        landed = kill_during(project, stage, delay)
+        for out in expected[stage]:
+            state = digest(project / out)
+            assert state in (None, digest(reference / out)), f"{stage} killed after {delay:.2f}s: {out} half-written"
+        result = run(["dvc", "repro"], project, check=False)
+        assert result.returncode == 0, f"seed {SEED}, {stage} at {delay:.2f}s (landed {landed}):\n{result.stderr}"
+        assert locked_outs(project) == expected, f"seed {SEED}: after killing {stage}, outputs differ"
+        assert leftovers(project) == [], f"seed {SEED}: {stage}'s temporary files survived the next run"
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def limited_writes(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("stage", ["preprocess", "train"])
+def test_a_full_disk_is_one_clear_error_and_keeps_the_previous_outputs(stage, reproduced_copy):
+    project = reproduced_copy
+    command = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    outs = locked_outs(project)[stage]
+    before = {out: digest(project / out) for out in outs}
+    result = subprocess.run(
+        command, shell=True, cwd=project, env=ENV, capture_output=True, text=True, preexec_fn=limited_writes(4096)
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "llmcls: error:" in result.stderr and "a file size limit was reached" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert {out: digest(project / out) for out in outs} == before
+    assert leftovers(project) == []
+
+
+def test_a_corrupted_cache_file_is_found_before_it_is_used(reproduced, reproduced_copy):
+    project = reproduced_copy
+    out = "data/split"
+    md5 = locked_outs(project)["split"][out]
+    listing = project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    entry = yaml.safe_load(listing.read_text())[0]  # a .dir listing: [{md5, relpath}, ...]
+    victim = project / ".dvc" / "cache" / "files" / "md5" / entry["md5"][:2] / entry["md5"][2:]
+    victim.chmod(0o644)
+    victim.write_bytes(victim.read_bytes()[:-8] + b"CORRUPT!")
+    clean = run([sys.executable, "-m", "llmcls.cli.main", "verify"], reproduced.path)
+    assert "cache objects match" in clean.stdout
+    result = run([sys.executable, "-m", "llmcls.cli.main", "verify"], project, check=False)
+    assert result.returncode == 1 and f"{out}/{entry['relpath']}" in result.stderr, result.stderr
+    assert "dvc repro -f split" in result.stderr
+
+
+def test_two_repros_at_once_the_second_stops_at_the_lock(reproduced, reproduced_copy):
+    project = reproduced_copy
+    first = subprocess.Popen(
+        ["dvc", "repro", "-f", "train"], cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while not stage_running("train"):
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    second = run(["dvc", "repro", "evaluate"], project, check=False)
+    assert first.wait() == 0
+    assert second.returncode != 0 and "lock" in second.stderr.lower(), second.stderr
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert locked_outs(project) == locked_outs(reproduced.path)
