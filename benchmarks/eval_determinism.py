@@ -43,7 +43,8 @@ def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches:
         head_probabilities(model, [chosen[-1][:8]], meta["pad_token_id"], 1, meta["precision"])
     probs = head_probabilities(model, chosen, meta["pad_token_id"], batch, meta["precision"])
     per_batch = [hashlib.sha256(probs[i : i + batch].tobytes()).hexdigest()[:12] for i in range(0, len(probs), batch)]
-    print("RESULT " + json.dumps({"batches": per_batch, "threads": torch.get_num_threads(), "sum": float(np.sum(probs))}))
+    result = {"batches": per_batch, "threads": torch.get_num_threads(), "sum": float(np.sum(probs))}
+    print("RESULT " + json.dumps(result))
 
 
 def kernels(log: str) -> str:

@@ -85,16 +85,14 @@ def stage(name: str):
     return module.main
 
 
-@pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory, tiny_model_dir) -> Path:
+def train_tiny_project(root: Path, model_dir: Path) -> Path:
     """A project folder after fetch..train of the tiny model on a custom CSV (text, label): a LoRA adapter in
     models/classifier beside models/base, what predict and export read."""
     from click.testing import CliRunner
 
-    root = tmp_path_factory.mktemp("trained-tiny")
     (root / "data" / "custom").mkdir(parents=True)
     sentiment_frame(12).rename(columns={"sentence": "text"}).to_csv(root / "data/custom/train.csv", index=False)
-    overrides = tiny_train_overrides(tiny_model_dir) | {"dataset": "custom"}
+    overrides = tiny_train_overrides(model_dir) | {"dataset": "custom"}
     overrides["custom.train_path"] = "data/custom/train.csv"
     params = str(write_params(root, **overrides))
     with pytest.MonkeyPatch.context() as patch:
@@ -103,6 +101,11 @@ def trained_tiny(tmp_path_factory, tiny_model_dir) -> Path:
             result = CliRunner().invoke(stage(name), ["--params", params, *args], catch_exceptions=False)
             assert result.exit_code == 0, f"{name}: {result.output}"
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, tiny_model_dir) -> Path:
+    return train_tiny_project(tmp_path_factory.mktemp("trained-tiny"), tiny_model_dir)
 
 
 def custom_params(**settings):
