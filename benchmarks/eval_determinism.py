@@ -25,9 +25,12 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches: int, warmup: bool) -> None:
+def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches: int, warmup: str, flag: str) -> None:
     import numpy as np
     import torch
+
+    if flag != "default":  # oneDNN's deterministic mode on or off, as the stages would set it
+        torch.backends.mkldnn.deterministic = flag == "on"
 
     from llmcls.core.artifacts import SplitFolder
     from llmcls.model.inference import head_probabilities
@@ -39,8 +42,12 @@ def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches:
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     batch = 64
     chosen = [sequences[i] for i in order[: batch * batches]]
-    if warmup:  # one throwaway forward of another shape first
+    if warmup == "forward":  # one throwaway forward of another shape first
         head_probabilities(model, [chosen[-1][:8]], meta["pad_token_id"], 1, meta["precision"])
+    if warmup == "library":  # what the evaluate, predict, prompt-only and train stages do
+        from llmcls.core.devices import enable_fast_matmul
+
+        enable_fast_matmul()
     probs = head_probabilities(model, chosen, meta["pad_token_id"], batch, meta["precision"])
     per_batch = [hashlib.sha256(probs[i : i + batch].tobytes()).hexdigest()[:12] for i in range(0, len(probs), batch)]
     result = {"batches": per_batch, "threads": torch.get_num_threads(), "sum": float(np.sum(probs))}
@@ -68,19 +75,33 @@ def kernels(log: str) -> str:
 @click.option("--base", "base_dir", default=ROOT / "models/base", type=click.Path(path_type=Path))
 @click.option("--data", "split_dir", default=ROOT / "data/split", type=click.Path(path_type=Path))
 @click.option("--env", "envs", multiple=True, help="KEY=VALUE for the child processes")
-@click.option("--warmup", is_flag=True, help="a small throwaway forward before the measured batches")
+@click.option(
+    "--warmup",
+    type=click.Choice(["none", "forward", "library"]),
+    default="none",
+    show_default=True,
+    help="before the measured batches: nothing, a small throwaway forward, or llmcls's enable_fast_matmul",
+)
 @click.option("--verbose-kernels", is_flag=True, help="log oneDNN kernels (ONEDNN_VERBOSE=1)")
+@click.option(
+    "--onednn-deterministic",
+    "flag",
+    type=click.Choice(["default", "on", "off"]),
+    default="default",
+    help="torch.backends.mkldnn.deterministic in the child (default: as llmcls sets it)",
+)
 @click.option("--child", "is_child", is_flag=True, hidden=True)
-def main(runs, batches, split, model_dir, base_dir, split_dir, envs, warmup, verbose_kernels, is_child) -> None:
+def main(runs, batches, split, model_dir, base_dir, split_dir, envs, warmup, verbose_kernels, flag, is_child) -> None:
     if is_child:
-        child(model_dir, base_dir, split_dir, split, batches, warmup)
+        child(model_dir, base_dir, split_dir, split, batches, warmup, flag)
         return
     env = os.environ | dict(e.split("=", 1) for e in envs) | {"PYTHONPATH": str(ROOT / "src")}
     if verbose_kernels:
         env["ONEDNN_VERBOSE"] = "1"
     args = [sys.executable, __file__, "--child", "--batches", str(batches), "--split", split]
     args += ["--model", str(model_dir), "--base", str(base_dir), "--data", str(split_dir)]
-    args += ["--warmup"] if warmup else []
+    args += ["--warmup", warmup]
+    args += ["--onednn-deterministic", flag]
     outcomes = collections.Counter()
     for run in range(runs):
         done = subprocess.run(args, env=env, capture_output=True, text=True)
