@@ -36,6 +36,10 @@ def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches:
     from llmcls.model.inference import head_probabilities
     from llmcls.model.store import load_trained_model
 
+    if warmup == "library":  # what the evaluate, predict, prompt-only and train stages do before loading
+        from llmcls.core.devices import enable_fast_matmul
+
+        enable_fast_matmul()
     model, labels, meta = load_trained_model(model_dir, base_dir)
     frame = SplitFolder(split_dir).frame(split)
     sequences = [list(s) for s in frame["input_ids"]]
@@ -44,10 +48,7 @@ def child(model_dir: Path, base_dir: Path, split_dir: Path, split: str, batches:
     chosen = [sequences[i] for i in order[: batch * batches]]
     if warmup == "forward":  # one throwaway forward of another shape first
         head_probabilities(model, [chosen[-1][:8]], meta["pad_token_id"], 1, meta["precision"])
-    if warmup == "library":  # what the evaluate, predict, prompt-only and train stages do
-        from llmcls.core.devices import enable_fast_matmul
 
-        enable_fast_matmul()
     probs = head_probabilities(model, chosen, meta["pad_token_id"], batch, meta["precision"])
     per_batch = [hashlib.sha256(probs[i : i + batch].tobytes()).hexdigest()[:12] for i in range(0, len(probs), batch)]
     result = {"batches": per_batch, "threads": torch.get_num_threads(), "sum": float(np.sum(probs))}
@@ -80,7 +81,7 @@ def kernels(log: str) -> str:
     type=click.Choice(["none", "forward", "library"]),
     default="none",
     show_default=True,
-    help="before the measured batches: nothing, a small throwaway forward, or llmcls's enable_fast_matmul",
+    help="nothing; a small throwaway forward before the measured batches; or llmcls's enable_fast_matmul first",
 )
 @click.option("--verbose-kernels", is_flag=True, help="log oneDNN kernels (ONEDNN_VERBOSE=1)")
 @click.option(

@@ -24,33 +24,28 @@ def resolve_precision(precision: str) -> str:
 
 
 def enable_fast_matmul() -> None:
-    """TF32 matmuls on Ampere and newer GPUs (fp32 master weights stay fp32); on CPU, the half-precision
-    attention kernels initialised from one thread (initialise_cpu_attention)."""
+    """TF32 matmuls on Ampere and newer GPUs (fp32 master weights stay fp32); on CPU, MKL's reproducible mode
+    (pin_mkl_reproducibility)."""
+    pin_mkl_reproducibility()
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    initialise_cpu_attention()
 
 
-def initialise_cpu_attention() -> None:
-    """Run PyTorch's CPU attention once in bf16 and fp16, forward and backward, on a single thread, before any
-    model does.
+# MKL's reproducible mode: its automatic code path, with results that do not depend on how threads meet.
+MKL_CBWR = "AUTO,STRICT"
 
-    For blocks too small for its packed (oneDNN) path, and on CPUs without AMX always, that kernel multiplies
-    half-precision blocks with MKL (mkl_gemm_bf16bf16f32) from inside its parallel loop. When several threads
-    enter MKL there for the first time at once, the first batch a process scores can come out with other bits
-    than in the next process: on this host without AMX, 3 distinct first batches in 12 fresh processes, later
-    batches always equal; none with one thread, or after any earlier forward (benchmarks/eval_determinism.py,
-    docs/reliability.md). Entering it once from one thread leaves nothing to race; it takes milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            for dtype in (torch.bfloat16, torch.float16):
-                block = torch.zeros(1, 1, 16, 64, dtype=dtype, requires_grad=True)  # training's backward too
-                torch.nn.functional.scaled_dot_product_attention(block, block, block).sum().backward()
-    finally:
-        torch.set_num_threads(threads)
+
+def pin_mkl_reproducibility() -> None:
+    """Pin MKL's conditional numerical reproducibility (MKL_CBWR) before the first MKL call of the process.
+
+    PyTorch's CPU attention multiplies half-precision blocks with MKL (mkl_gemm_bf16bf16f32) from inside its
+    parallel loop: always on CPUs without AMX, for small blocks with it. With MKL's reproducibility off, the
+    first forward of a process could come out with other bits than in the next process: on this host without
+    AMX, 3 distinct first batches in 12 fresh processes (later batches always equal); with this setting one in
+    every process, the common bits (benchmarks/eval_determinism.py, docs/reliability.md). MKL reads it at its
+    first call, so this runs before any model computes; a value the user set wins."""
+    os.environ.setdefault("MKL_CBWR", MKL_CBWR)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
