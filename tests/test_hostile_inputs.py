@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.slow
 
 # Sized to the slow tier's budget (docs/reliability.md has the larger counts benchmarks/reliability.py ran).
-EXAMPLES = int(os.environ.get("LLMCLS_HOSTILE_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("LLMCLS_HOSTILE_EXAMPLES", "40"))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import re
+import sqlite3
 from collections.abc import Iterator
 
 import click
@@ -29,15 +30,23 @@ def fail_on(problems: list[str], what: str) -> None:
 
 
 # Write failures a user fixes by freeing space or raising a limit, not by changing llmcls.
-FULL_DISK = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file size limit was reached"}
-FULL_DISK[errno.EDQUOT] = "the disk quota is used up"
+FULL_DISK = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "a file size limit was reached",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EIO: "a write to the disk failed (is it full?)",
+}
+# SQLite (DVC's and DVCLive's caches) reports a failed write in words, without an errno.
+SQLITE_DISK = {"database or disk is full": errno.ENOSPC, "disk I/O error": errno.EIO}
 
 
 def _disk_errno(err: Exception) -> int | None:
-    """The errno of a failed write: an OSError's own, or the "(os error N)" that Rust writers (safetensors)
-    put in their message."""
+    """The errno of a failed write: an OSError's own, SQLite's words for one, or the "(os error N)" that Rust
+    writers (safetensors) put in their message."""
     if isinstance(err, OSError):
         return err.errno
+    if isinstance(err, sqlite3.OperationalError):
+        return next((code for words, code in SQLITE_DISK.items() if words in str(err)), None)
     found = re.search(r"\(os error (\d+)\)", str(err))
     return int(found.group(1)) if found else None
 

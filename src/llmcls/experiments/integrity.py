@@ -21,15 +21,15 @@ from llmcls.core.errors import LlmclsError
 
 @dataclass(frozen=True)
 class Damaged:
-    """A cache object whose bytes no longer hash to its name, and where dvc.lock uses it."""
+    """A cache object whose bytes no longer hash to its name, and where dvc.lock uses it: (stage, output)
+    pairs (one object can be several outputs with the same bytes)."""
 
     object: Path
-    stage: str | None
-    out: str | None
+    uses: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
-        used = f" ({self.out}, stage {self.stage})" if self.out else ""
-        return f"{self.object}{used}"
+        used = "; ".join(f"{out}, stage {stage}" for stage, out in self.uses)
+        return f"{self.object}" + (f" ({used})" if used else "")
 
 
 def md5_of(path: Path) -> str:
@@ -44,22 +44,23 @@ def object_path(cache: Path, md5: str) -> Path:
     return cache / md5[:2] / md5[2:]
 
 
-def locked_objects(root: Path, cache: Path) -> dict[Path, tuple[str, str]]:
-    """Every cache object dvc.lock's outputs use (folder listings and their files): path -> (stage, out)."""
+def locked_objects(root: Path, cache: Path) -> dict[Path, list[tuple[str, str]]]:
+    """Every cache object dvc.lock's outputs use (folder listings and their files): path -> [(stage, out)]."""
     lock = root / "dvc.lock"
     if not lock.is_file():
         raise LlmclsError(f"{lock}: not found; run `dvc repro` first, or pass --all to check the whole cache")
-    used: dict[Path, tuple[str, str]] = {}
+    used: dict[Path, list[tuple[str, str]]] = {}
     for stage, entry in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).items():
         for out in entry.get("outs", []):
             md5 = out.get("md5")
             if not md5:
                 continue
             listing = object_path(cache, md5)
-            used[listing] = (stage, out["path"])
+            used.setdefault(listing, []).append((stage, out["path"]))
             if md5.endswith(".dir") and listing.is_file() and md5_of(listing) == md5.removesuffix(".dir"):
                 for item in json.loads(listing.read_text()):
-                    used[object_path(cache, item["md5"])] = (stage, f"{out['path']}/{item['relpath']}")
+                    use = (stage, f"{out['path']}/{item['relpath']}")
+                    used.setdefault(object_path(cache, item["md5"]), []).append(use)
     return used
 
 
@@ -73,7 +74,7 @@ def verify_cache(root: str | Path = ".", everything: bool = False) -> tuple[int,
     used = locked_objects(root, cache) if not everything else {}
     objects = sorted(cache.glob("*/*")) if everything else sorted(p for p in used if p.is_file())
     damaged = [
-        Damaged(path, *used.get(path, (None, None)))
+        Damaged(path, tuple(used.get(path, ())))
         for path in objects
         if md5_of(path) != (path.parent.name + path.name).removesuffix(".dir")
     ]
@@ -82,7 +83,7 @@ def verify_cache(root: str | Path = ".", everything: bool = False) -> tuple[int,
 
 def damage_report(damaged: list[Damaged]) -> str:
     """The error for damaged objects: which, where used, and how to get good copies back."""
-    stages = sorted({d.stage for d in damaged if d.stage})
+    stages = sorted({stage for d in damaged for stage, _ in d.uses})
     lines = "\n".join(f"  - {d}" for d in damaged)
     rerun = f"`dvc repro -f {' '.join(stages)}` to rebuild them, or " if stages else ""
     return (
