@@ -33,7 +33,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import build_tiny_model, new_project, run, tiny_custom_project, train_tiny_project  # noqa: E402
+from conftest import (  # noqa: E402
+    build_tiny_model,
+    commit_all,
+    new_project,
+    run,
+    tiny_custom_project,
+    train_tiny_project,
+)
 from hostile import OK, REJECTED, TRACEBACK, table_files  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -112,6 +119,7 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
         scratch = Path(tmp)
         reference = tiny_custom_project(new_project(scratch / "reference", scratch), model_dir)
         run(["dvc", "repro"], reference)
+        commit_all(reference, "reproduced")  # train's curves are git-tracked: git restores them
         expected = tf.locked_outs(reference)
         project = scratch / "project"
         shutil.copytree(reference, project, symlinks=True)
