@@ -135,7 +135,7 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
                 survived += whole and done and tf.locked_outs(project) == expected and not tf.leftovers(project)
             rows.append((f"SIGKILL during `{stage}`", kills, landed, survived))
             print(rows[-1], flush=True)
-        for stage in ("fetch", "preprocess", "split", "train", "evaluate", "baseline"):
+        for stage in ("fetch", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"):
             command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]  # rendered
             before = {o: tf.digest(project / o) for o in expected[stage]}
             result = subprocess.run(
@@ -145,14 +145,18 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
                 env=tf.ENV,
                 capture_output=True,
                 text=True,
-                preexec_fn=tf.limited_writes(4096),
+                preexec_fn=tf.limited_writes(1024),
             )
+            if result.returncode == 0:  # every file it wrote fit under the limit: no fault happened
+                rows.append((f"full disk (1 KiB file limit) in `{stage}`", 0, 0, 0))
+                print(rows[-1], flush=True)
+                continue
             clean = result.returncode == 1 and "llmcls: error:" in result.stderr and "Traceback" not in result.stderr
             if stage == "train":  # clears its outputs at the start (live curves); the cache has them
                 run(["dvc", "checkout", stage], project)
                 run(["git", "checkout", "--", "metrics/train"], project)
             kept = {o: tf.digest(project / o) for o in expected[stage]} == before and not tf.leftovers(project)
-            rows.append((f"full disk (4 KiB file limit) in `{stage}`", 1, 1, int(clean and kept)))
+            rows.append((f"full disk (1 KiB file limit) in `{stage}`", 1, 1, int(clean and kept)))
             print(rows[-1], result.stderr.strip().splitlines()[-1:], flush=True)
         md5 = expected["split"]["data/split"]
         listing = project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
