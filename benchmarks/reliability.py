@@ -238,7 +238,7 @@ def report(counts, samples, fault_rows, evaluation, examples) -> str:
             "## Evaluation, byte for byte",
             "",
             f"The evaluate stage of the default run, {runs} fresh processes: {metrics} distinct eval.json, "
-            f"{predictions} distinct prediction files (1 and 1: every run the same bytes).",
+            f"{predictions} distinct prediction files (the goal: 1 and 1, every run the same bytes).",
         ]
     return "\n".join(lines) + "\n"
 
