@@ -172,7 +172,7 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
 def evaluation_runs(runs: int) -> tuple[int, int, int]:
     """(runs, distinct eval.json, distinct prediction sets) of the evaluate stage in fresh processes."""
     command = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["evaluate"]["cmd"]
-    seen_metrics, seen_predictions = set(), set()
+    seen_metrics, seen_predictions = collections.Counter(), collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         command = command.replace("metrics/eval.json", f"{out}/eval.json")
@@ -180,10 +180,10 @@ def evaluation_runs(runs: int) -> tuple[int, int, int]:
         command = command.replace("metrics/predictions", f"{out}/predictions")
         for i in range(runs):
             subprocess.run(command, shell=True, cwd=ROOT, check=True, capture_output=True)
-            seen_metrics.add(hashlib.sha256((out / "eval.json").read_bytes()).hexdigest())
+            seen_metrics[hashlib.sha256((out / "eval.json").read_bytes()).hexdigest()[:12]] += 1
             files = sorted((out / "predictions").glob("*.csv"))
-            seen_predictions.add(hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest())
-            print(f"evaluate {i + 1}/{runs}: {len(seen_metrics)} distinct eval.json", flush=True)
+            seen_predictions[hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]] += 1
+            print(f"evaluate {i + 1}/{runs}: eval.json {dict(seen_metrics)}", flush=True)
     return runs, len(seen_metrics), len(seen_predictions)
 
 
