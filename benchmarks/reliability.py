@@ -54,7 +54,7 @@ def explore(name: str, test, examples: int) -> None:
 
 
 def generated_inputs(examples: int, base: Path, trained: Path) -> tuple[collections.Counter, dict]:
-    from test_hostile_inputs import edited_yaml, reader_outcomes
+    from test_hostile_inputs import LEAVES, YAML_VALUES, params_outcome, predict_outcome, reader_outcomes
 
     counts: collections.Counter = collections.Counter()
     samples: dict = {}
@@ -68,42 +68,17 @@ def generated_inputs(examples: int, base: Path, trained: Path) -> tuple[collecti
 
     @given(table=table_files(formats=("csv", "tsv", "jsonl", "parquet"), max_rows=6))
     def predict_files(table):
-        from click.testing import CliRunner
-        from hostile import files_under, outcome
-
-        from llmcls.cli.main import main as llmcls_main
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = table.write(Path(tmp))
-            args = ["predict", "--model", str(trained / "models/classifier"), "--input", str(path)]
-            args += ["--out", f"{tmp}/out/p.csv", "--text-columns", "text", "--encoding", table.declared]
-            kind, detail = outcome(CliRunner().invoke(llmcls_main, args), [table.name, "--", "text", "column"])
-            if files_under(Path(tmp) / "out") != ({"p.csv"} if kind == OK else set()):
-                kind, detail = TRACEBACK, "wrong files written"
-            counts[("llmcls predict", kind)] += 1
-            if kind == TRACEBACK:
-                samples.setdefault("predict", (repr(table)[:500], detail))
-
-    from test_hostile_inputs import LEAVES, YAML_VALUES
+        kind, detail = predict_outcome(table, trained / "models/classifier")
+        counts[("llmcls predict", kind)] += 1
+        if kind == TRACEBACK:
+            samples.setdefault("predict", (repr(table)[:500], detail))
 
     @given(changes=st.lists(st.tuples(st.sampled_from([*LEAVES, "extra"]), YAML_VALUES), min_size=1, max_size=3))
     def params_files(changes):
-        from llmcls.config.params import load_params
-        from llmcls.core.errors import LlmclsError
-
-        lines = yaml.safe_dump(yaml.safe_load((ROOT / "params.yaml").read_text()), sort_keys=False).splitlines()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "params.yaml"
-            path.write_text(edited_yaml(lines, changes, []))
-            try:
-                load_params(path)
-                kind = OK
-            except LlmclsError:
-                kind = REJECTED
-            except Exception as err:  # noqa: BLE001 (counted, not raised: this is the measurement)
-                kind = TRACEBACK
-                samples.setdefault("params", (repr(changes), repr(err)))
-            counts[("params.yaml", kind)] += 1
+        kind, detail = params_outcome(changes, [])
+        counts[("params.yaml", kind)] += 1
+        if kind == TRACEBACK:
+            samples.setdefault("params", (repr(changes), detail))
 
     for name, test in (("custom files", custom_files), ("predict", predict_files), ("params", params_files)):
         explore(name, test, examples)
@@ -124,40 +99,23 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
         project = scratch / "project"
         shutil.copytree(reference, project, symlinks=True)
         rng = random.Random(seed)
-        stages = [s for s in expected if s != "fetch_model"]
-        for stage in stages:
+        for stage in [s for s in expected if s != "fetch_model"]:
             landed = survived = 0
             for _ in range(kills):
-                delay = rng.uniform(0, 3.0 if stage == "train" else 1.5)
-                landed += tf.kill_during(project, stage, delay)
-                whole = all(tf.digest(project / o) in (None, tf.digest(reference / o)) for o in expected[stage])
-                done = run(["dvc", "repro"], project, check=False).returncode == 0
-                survived += whole and done and tf.locked_outs(project) == expected and not tf.leftovers(project)
+                hit, problem = tf.kill_and_recover(
+                    project, reference, stage, rng.uniform(0, 3.0 if stage == "train" else 1.5)
+                )
+                landed += hit
+                survived += problem is None
+                if problem:
+                    print(problem, flush=True)
             rows.append((f"SIGKILL during `{stage}`", kills, landed, survived))
             print(rows[-1], flush=True)
         for stage in ("fetch", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"):
-            command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]  # rendered
-            before = {o: tf.digest(project / o) for o in expected[stage]}
-            result = subprocess.run(
-                command,
-                shell=True,
-                cwd=project,
-                env=tf.ENV,
-                capture_output=True,
-                text=True,
-                preexec_fn=tf.limited_writes(1024),
-            )
-            if result.returncode == 0:  # every file it wrote fit under the limit: no fault happened
-                rows.append((f"full disk (1 KiB file limit) in `{stage}`", 0, 0, 0))
-                print(rows[-1], flush=True)
-                continue
-            clean = result.returncode == 1 and "llmcls: error:" in result.stderr and "Traceback" not in result.stderr
-            if stage == "train":  # clears its outputs at the start (live curves); the cache has them
-                run(["dvc", "checkout", stage], project)
-                run(["git", "checkout", "--", "metrics/train"], project)
-            kept = {o: tf.digest(project / o) for o in expected[stage]} == before and not tf.leftovers(project)
-            rows.append((f"full disk (1 KiB file limit) in `{stage}`", 1, 1, int(clean and kept)))
-            print(rows[-1], result.stderr.strip().splitlines()[-1:], flush=True)
+            code, problem = tf.full_disk(project, stage, 1024)
+            hit = int(code != 0)  # 0: every file it wrote fit under the limit, no fault happened
+            rows.append((f"full disk (1 KiB file limit) in `{stage}`", hit, hit, int(hit and problem is None)))
+            print(rows[-1], problem or "", flush=True)
         md5 = expected["split"]["data/split"]
         listing = project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
         entry = yaml.safe_load(listing.read_text())[0]

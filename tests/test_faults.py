@@ -92,22 +92,32 @@ def kill_during(project: Path, stage: str, delay: float) -> bool:
     return landed
 
 
+def kill_and_recover(project: Path, reference: Path, stage: str, delay: float) -> tuple[bool, str | None]:
+    """Kill ``stage`` ``delay`` s in (kill_during), check its outputs, run `dvc repro`: (whether the kill landed
+    mid-stage, the first problem or None). ``reference`` is the same project after an uninterrupted run."""
+    expected = locked_outs(reference)
+    landed = kill_during(project, stage, delay)
+    for out in expected[stage]:
+        if digest(project / out) not in (None, digest(reference / out)):
+            return landed, f"{stage} killed after {delay:.2f}s: {out} half-written"
+    result = run(["dvc", "repro"], project, check=False)
+    if result.returncode != 0:
+        return landed, f"{stage} at {delay:.2f}s (landed {landed}), the next dvc repro failed:\n{result.stderr}"
+    if locked_outs(project) != expected:
+        return landed, f"after killing {stage}, outputs differ"
+    if leftovers(project):
+        return landed, f"{stage}'s temporary files survived the next run"
+    return landed, None
+
+
 def test_each_stage_killed_leaves_nothing_half_written_and_the_next_repro_ends_the_same(reproduced, reproduced_copy):
     """One kill per stage at a random moment (LLMCLS_FAULT_SEED reproduces a run's moments)."""
     project, reference = reproduced_copy, reproduced.path
-    expected = locked_outs(reference)
     rng = random.Random(SEED)
     print(f"fault seed {SEED}")
     for stage in KILLED:
-        delay = rng.uniform(0, 3.0 if stage == "train" else 1.5)
-        landed = kill_during(project, stage, delay)
-        for out in expected[stage]:
-            state = digest(project / out)
-            assert state in (None, digest(reference / out)), f"{stage} killed after {delay:.2f}s: {out} half-written"
-        result = run(["dvc", "repro"], project, check=False)
-        assert result.returncode == 0, f"seed {SEED}, {stage} at {delay:.2f}s (landed {landed}):\n{result.stderr}"
-        assert locked_outs(project) == expected, f"seed {SEED}: after killing {stage}, outputs differ"
-        assert leftovers(project) == [], f"seed {SEED}: {stage}'s temporary files survived the next run"
+        _, problem = kill_and_recover(project, reference, stage, rng.uniform(0, 3.0 if stage == "train" else 1.5))
+        assert problem is None, f"seed {SEED}: {problem}"
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
@@ -119,27 +129,39 @@ def limited_writes(limit: int):
     return apply
 
 
-@pytest.mark.parametrize("stage", ["preprocess", "train"])
-def test_a_full_disk_is_one_clear_error_and_keeps_the_previous_outputs(stage, reproduced_copy):
-    """Run as dvc.lock's command, not under dvc repro (which removes a stage's outputs before running it):
-    preprocess's staged writes keep the previous outputs in place. train clears its own at the start (its
-    curves are written live, and a resumed run continues them): `dvc checkout` brings the model back from the
-    cache and git the curves (cache: false)."""
-    project = reproduced_copy
+def full_disk(project: Path, stage: str, limit: int) -> tuple[int, str | None]:
+    """Run ``stage`` as dvc.lock's command, not under dvc repro (which removes a stage's outputs before running
+    it), with files limited to ``limit`` bytes: (its exit code, the first problem or None). Expected: one
+    `llmcls: error:` naming the full disk, no traceback, no temporary file, the previous outputs kept.
+    preprocess's staged writes keep them in place; train clears its own at the start (its curves are written
+    live, and a resumed run continues them): `dvc checkout` brings the model back from the cache and git the
+    curves (cache: false). Exit code 0: every file fitted, no fault happened."""
     command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]  # rendered
     outs = locked_outs(project)[stage]
     before = {out: digest(project / out) for out in outs}
     result = subprocess.run(
-        command, shell=True, cwd=project, env=ENV, capture_output=True, text=True, preexec_fn=limited_writes(4096)
+        command, shell=True, cwd=project, env=ENV, capture_output=True, text=True, preexec_fn=limited_writes(limit)
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "llmcls: error:" in result.stderr and any(why in result.stderr for why in FULL_DISK.values()), result.stderr
-    assert "Traceback" not in result.stderr
-    assert leftovers(project) == []
+    if result.returncode == 0:
+        return 0, None
+    if result.returncode != 1 or "llmcls: error:" not in result.stderr or "Traceback" in result.stderr:
+        return result.returncode, f"not one clean error:\n{result.stdout}{result.stderr}"
+    if not any(why in result.stderr for why in FULL_DISK.values()):
+        return result.returncode, f"the error does not say the disk is full:\n{result.stderr}"
+    if leftovers(project):
+        return result.returncode, f"temporary files left: {leftovers(project)}"
     if stage == "train":
         run(["dvc", "checkout", stage], project)  # the model, from the DVC cache
         run(["git", "checkout", "--", "metrics/train"], project)  # its curves are git-tracked (cache: false)
-    assert {out: digest(project / out) for out in outs} == before
+    if {out: digest(project / out) for out in outs} != before:
+        return result.returncode, "the previous outputs were not kept"
+    return result.returncode, None
+
+
+@pytest.mark.parametrize("stage", ["preprocess", "train"])
+def test_a_full_disk_is_one_clear_error_and_keeps_the_previous_outputs(stage, reproduced_copy):
+    code, problem = full_disk(reproduced_copy, stage, 4096)
+    assert code == 1 and problem is None, problem
 
 
 def test_a_corrupted_cache_file_is_found_before_it_is_used(reproduced, reproduced_copy):

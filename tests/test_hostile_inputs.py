@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import STAGE_STEPS, default_params, stage, write_params
-from hostile import OK, TRACEBACK, TableFile, files_under, outcome, table_files
+from hostile import OK, REJECTED, TRACEBACK, TableFile, files_under, outcome, table_files
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -90,18 +91,25 @@ def test_custom_files_get_a_result_or_one_clear_error(table, tiny_base_dir):
 )
 @PROPERTY
 def test_predict_gets_a_result_or_one_clear_error(table, flags, trained_tiny):
+    kind, detail = predict_outcome(table, trained_tiny / "models" / "classifier", flags)
+    assert kind != TRACEBACK, f"predict on {table} {flags}:\n{detail}"
+
+
+def predict_outcome(table: TableFile, model_dir: Path, flags=()) -> tuple[str, str]:
+    """`llmcls predict` on ``table`` written as a file: (outcome, detail); writing anything but the whole --out
+    on success, or anything at all on failure, is a traceback-class outcome."""
+    from llmcls.cli.main import main as llmcls_main
+
     with scratch_project() as root:
         path = table.write(root)
-        args = ["predict", "--model", str(trained_tiny / "models" / "classifier"), "--input", str(path)]
+        args = ["predict", "--model", str(model_dir), "--input", str(path)]
         args += ["--out", "out/predictions.csv", "--text-columns", "text", "--encoding", table.declared]
         args += sorted(flags) + (["--names", "text,label"] if "--no-header" in flags else [])
-        from llmcls.cli.main import main as llmcls_main
-
-        result = CliRunner().invoke(llmcls_main, args)
-        kind, detail = outcome(result, [table.name, "--", "text", "column"])
-        assert kind != TRACEBACK, f"predict on {table} {flags}:\n{detail}"
+        kind, detail = outcome(CliRunner().invoke(llmcls_main, args), [table.name, "--", "text", "column"])
         written = files_under(root / "out")
-        assert written == ({"predictions.csv"} if kind == OK else set()), written  # nothing half-written
+        if kind != TRACEBACK and written != ({"predictions.csv"} if kind == OK else set()):
+            return TRACEBACK, f"{kind}, but wrote {sorted(written)}"  # nothing half-written
+        return kind, detail
 
 
 # params.yaml: values of every kind in every place, unknown keys, missing keys, YAML's own oddities.
@@ -159,6 +167,13 @@ LEAVES = leaf_keys(default_params())
 )
 @PROPERTY
 def test_params_yaml_gives_params_or_one_error_naming_the_key(changes, drop):
+    kind, detail = params_outcome(changes, drop)
+    assert kind != TRACEBACK, detail
+
+
+def params_outcome(changes: list[tuple[str, str]], drop: list[str]) -> tuple[str, str]:
+    """load_params on params.yaml edited so: (outcome, detail). Rejected cleanly = an LlmclsError naming the file
+    and, unless the YAML itself is broken, a changed or dropped key; any other exception is a traceback."""
     from llmcls.config.params import load_params
     from llmcls.core.errors import LlmclsError
 
@@ -171,9 +186,12 @@ def test_params_yaml_gives_params_or_one_error_naming_the_key(changes, drop):
         except LlmclsError as err:
             message = err.format_message()
             named = [key.rsplit(".", 1)[-1] for key, _ in changes] + [k.rsplit(".", 1)[-1] for k in drop]
-            assert str(path) in message, message
-            assert "not valid YAML" in message or any(n in message for n in named), message
-        # any other exception fails the test with its traceback
+            if str(path) in message and ("not valid YAML" in message or any(n in message for n in named)):
+                return REJECTED, message
+            return TRACEBACK, f"the message names no file or key: {message}"
+        except Exception:  # noqa: BLE001 (the outcome to report)
+            return TRACEBACK, traceback.format_exc()
+        return OK, ""
 
 
 def edited_yaml(lines: list[str], changes: list[tuple[str, str]], drop: list[str]) -> str:
