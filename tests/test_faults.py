@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, run
+from conftest import BIN, run, wait_for_queue
 
 from llmcls.core.errors import FULL_DISK
 
@@ -194,3 +194,85 @@ def test_two_repros_at_once_the_second_stops_at_the_lock(reproduced, reproduced_
     assert second.returncode != 0 and "lock" in second.stderr.lower(), second.stderr
     assert "up to date" in run(["dvc", "status"], project).stdout
     assert locked_outs(project) == locked_outs(reproduced.path)
+
+
+def test_a_sweep_killed_while_queueing_leaves_the_workspace_as_it_was_and_the_next_queues_the_rest(reproduced_copy):
+    """`llmcls sweep` SIGKILLed at a random moment while `dvc exp run --queue` has the workspace stashed and HEAD
+    detached, with a clean workspace and with a user's uncommitted edit: after the next sweep, HEAD is on its
+    branch, the edit is there, and each point is queued exactly once."""
+    project, rng, llmcls = reproduced_copy, random.Random(SEED), [BIN + "/llmcls"]
+    print(f"fault seed {SEED}")
+    branch = run(["git", "symbolic-ref", "HEAD"], project).stdout
+    for edited in (False, True):
+        run(["dvc", "queue", "remove", "--queued"], project)
+        if edited:
+            with (project / "params.yaml").open("a") as params:
+                params.write("# an uncommitted note\n")
+        before = run(["git", "diff", "HEAD"], project).stdout
+        sweep = subprocess.Popen(
+            [*llmcls, "sweep", "--seeds", "3,4"], cwd=project, env=ENV, start_new_session=True, stdout=subprocess.PIPE
+        )
+        # The moment that matters: while DVC has HEAD detached (elsewhere a kill changes nothing).
+        while (project / ".git" / "HEAD").read_text().startswith("ref:") and sweep.poll() is None:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.2))
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+        again = run([*llmcls, "sweep", "--seeds", "3,4"], project).stdout
+        assert run(["git", "symbolic-ref", "HEAD"], project).stdout == branch, again
+        assert run(["git", "diff", "HEAD"], project).stdout == before, again
+        status = run(["dvc", "queue", "status"], project).stdout
+        assert [status.count(f"-s{seed} ") for seed in (3, 4)] == [1, 1], status
+        run(["git", "checkout", "params.yaml"], project)
+
+
+def exec_run_pid(project: Path) -> int | None:
+    """The `dvc exp exec-run` process running one of ``project``'s queued experiments, if any."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"exec-run" in cmdline.read_bytes() and os.readlink(cmdline.parent / "cwd").startswith(str(project)):
+                return int(cmdline.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_killed_queue_worker_records_nothing_and_the_next_sweep_finishes_the_rest(reproduced_copy):
+    """`llmcls sweep` over the real queue, its worker SIGKILLed (with its run and stage processes, as when a
+    machine goes down) at a random moment of the first point: no experiment is recorded from the killed run, DVC
+    is left believing it is "Running", and the next sweep releases it, queues it again and finishes both; the
+    report then has all three seeds (seed 0 is the reproduced project's own run)."""
+    project, rng, llmcls = reproduced_copy, random.Random(SEED), [BIN + "/llmcls"]
+    print(f"fault seed {SEED}")
+    start = time.time()
+    first = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project)
+    assert time.time() - start < 60  # returns once queued: the queue runs in the background
+    assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
+    while (pid := exec_run_pid(project)) is None:
+        assert time.time() - start < 180, "no queued experiment started"
+        time.sleep(0.05)
+    group = os.getpgid(pid)  # the worker's: it, the run, dvc repro and the stage processes
+    time.sleep(rng.uniform(0, 4))
+    os.killpg(group, signal.SIGKILL)
+    assert "Running" in run(["dvc", "queue", "status"], project).stdout  # what the dead worker leaves behind
+    assert run(["dvc", "exp", "list", "--name-only"], project).stdout.strip() == ""  # nothing half-recorded
+
+    again = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project)
+    assert "marked failed and removed from the queue" in again.stdout, again.stdout
+    assert again.stdout.count("dvc exp run --queue") == 1 and "dvc queue start" in again.stdout
+    status = wait_for_queue(project)
+    assert status.count("Success") == 2 and "Failed" not in status, status
+    names = sorted(re.findall(r" -n (\S+)", first.stdout))
+    assert sorted(run(["dvc", "exp", "list", "--name-only"], project).stdout.split()) == names
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))  # no temporary copy left behind
+
+    assert "# 0 queued, 3 skipped" in run([*llmcls, "sweep", "--seeds", "0,1,2"], project).stdout
+    run([*llmcls, "report"], project)
+    report = (project / "metrics" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| custom ") and "lora" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "3" and " ± " in cells[4]  # three seeds, mean ± std
+    assert (project / "metrics" / "report" / "per_class_f1_custom.png").is_file()
+    assert (project / "metrics" / "report" / "confusion_custom.png").is_file()  # read from the exp commit
+    assert (project / "metrics" / "report" / "reliability_custom.png").is_file()
+    assert "Expected calibration error: " in report

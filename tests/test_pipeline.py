@@ -8,22 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BIN, SHARED, commit_all, run, sentiment_frame, tiny_train_overrides, write_params
+from conftest import BIN, SHARED, commit_all, run, sentiment_frame, tiny_train_overrides, wait_for_queue, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 
 STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"]
-
-
-def wait_for_queue(project, limit_s: float = 600) -> str:
-    """Poll `dvc queue status` until nothing is queued or running; return the last status."""
-    deadline = time.time() + limit_s
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    return status
 
 
 def test_repro_then_noop_then_experiments(reproduced, reproduced_copy):
@@ -99,29 +88,6 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
     metrics = json.loads((project_copy / "metrics" / "eval.json").read_text())
     assert {"accuracy", "f1_macro", "log_loss"} == set(metrics["val"]["without_tta"])
     assert json.loads((project_copy / "data" / "split" / "labels.json").read_text())["swap_permutation"] == [1, 0, 2]
-
-
-def test_llmcls_sweep_then_report(reproduced_copy):
-    """The real CLI over the real queue: two more seeds run, a second sweep queues nothing, the report has all
-    three (seed 0 is the reproduced project's own run)."""
-    tiny_project = reproduced_copy
-    llmcls = [BIN + "/llmcls"]
-    start = time.time()
-    first = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], tiny_project)
-    assert time.time() - start < 60  # returns once queued: the queue runs in the background
-    assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
-    assert wait_for_queue(tiny_project).count("Success") == 2
-    again = run([*llmcls, "sweep", "--seeds", "0,1,2"], tiny_project)
-    assert "# 0 queued, 3 skipped" in again.stdout  # seed 0: the committed run
-    run([*llmcls, "report"], tiny_project)
-    report = (tiny_project / "metrics" / "report.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| custom ") and "lora" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3] == "3" and " ± " in cells[4]  # three seeds, mean ± std
-    assert (tiny_project / "metrics" / "report" / "per_class_f1_custom.png").is_file()
-    assert (tiny_project / "metrics" / "report" / "confusion_custom.png").is_file()  # read from the exp commit
-    assert (tiny_project / "metrics" / "report" / "reliability_custom.png").is_file()
-    assert "Expected calibration error: " in report
 
 
 def test_headerless_tsv_with_an_empty_row_then_predict_and_export(project_copy, tiny_model_dir, tmp_path):

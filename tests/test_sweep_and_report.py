@@ -3,6 +3,8 @@
 
 import json
 import math
+import os
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -21,9 +23,10 @@ from llmcls.experiments.aggregate import (
     paired_test,
 )
 from llmcls.experiments.report import build_report, generated_table
-from llmcls.experiments.runs import finished, parse_exp_show
+from llmcls.experiments.runs import finished, normalise_params, parse_exp_show
 from llmcls.experiments.seed_ensemble import PREDICTIONS, average, read_predictions, score
 from llmcls.experiments.sweep import experiment_name, flat_params, grid, override_value, plan
+from llmcls.experiments.workers import orphaned, recover
 
 REFERENCE = flat_params((ROOT / "params.yaml").read_text())
 # The committed defaults, so these tests follow a change of the default model or train size.
@@ -348,6 +351,36 @@ def test_a_run_from_before_a_key_existed_reads_as_the_behaviour_it_had():
     random_head = plan([point | {"train.head_init": "random"}], {}, REFERENCE, runs)
     assert random_head[0].skipped == f"already ran as {'o' * 7}"
     assert plan([point], {}, REFERENCE, runs)[0].skipped is None  # today's default starts from a linear probe
+
+
+def test_a_running_point_whose_process_is_gone_is_released_and_a_live_one_is_not(tmp_path):
+    """The pid of a running experiment comes from `dvc exp show`; a dead one (or none: the worker died before it
+    started the run) is released, a live one never (DVC would kill it), nor a queued one."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    rows = fake_exp_show()
+
+    def running(rev, name, pid):
+        state = row(rev, params(**{"train.seed": 7}), 0, None, name=name, state="queued")
+        local = None if pid is None else {"root": str(tmp_path / name), "pid": pid, "log": "x", "task_id": rev}
+        return {"revs": [state], "executor": {"state": "running", "name": "dvc-task", "local": local}, "name": name}
+
+    rows[1]["experiments"] += [running("d" * 40, "dead", ended.pid), running("l" * 40, "live", os.getpid())]
+    rows[1]["experiments"].append(running("n" * 40, "never-started", None))
+    runs = parse_exp_show(rows)
+    assert {r.name: r.pid for r in runs if r.state == "running"} == {
+        "dead": ended.pid,
+        "live": os.getpid(),
+        "never-started": None,
+    }
+    assert [r.name for r in orphaned(runs)] == ["dead", "never-started"]
+    kept, lines = recover(runs, tmp_path, dry_run=True)  # a dry run releases nothing, and says so
+    assert {r.name for r in runs} - {r.name for r in kept} == {"dead", "never-started"}
+    assert len(lines) == 2 and all("its worker is gone" in line for line in lines)
+    # Released, the point is planned again; the live one still blocks its own.
+    reference = normalise_params(params())
+    assert plan(grid({"train.seed": [7]}, {}), {}, reference, runs)[0].skipped == "running as dead"
+    assert plan(grid({"train.seed": [7]}, {}), {}, reference, kept)[0].skipped == "running as live"
 
 
 def test_sweep_names_and_values():

@@ -58,8 +58,14 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
 
     Configurations that already ran, or are queued, are skipped; the exact dvc commands are printed.
     """
+    from llmcls.experiments.queueing import guarded, repair
     from llmcls.experiments.sweep import flat_params, grid, plan
+    from llmcls.experiments.workers import recover
 
+    project = Path.cwd()
+    # A sweep killed inside `dvc exp run --queue` left the workspace detached, params.yaml half-changed: first.
+    for line in repair(project, dry_run):
+        click.echo(f"# {line}")
     load_params(params_path)  # a broken params.yaml fails here, not in every queued experiment
     reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
     axes = {
@@ -73,7 +79,11 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
     unknown = [k for k in extra if k not in reference]
     if unknown:
         raise LlmclsError(f"--set: unknown params keys {unknown}")
-    planned = plan(grid(axes, extra), extra, reference, parse_exp_show(exp_show("all-commits")))
+    # A point left "running" by a dead worker would be skipped for good: released, it is queued again.
+    runs, released = recover(parse_exp_show(exp_show("all-commits")), project, dry_run)
+    for line in released:
+        click.echo(f"# {line}")
+    planned = plan(grid(axes, extra), extra, reference, runs)
     if not dry_run:
         from llmcls.data.remotes import pin_datasets_folder
 
@@ -86,8 +96,11 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
         click.echo(shlex.join(item.command()))
         queued += 1
         if not dry_run:
-            _run_dvc(item.command())
-    if start and queued:
+            with guarded(project):
+                _run_dvc(item.command())
+    # Points queued before (by a sweep whose worker died) need a worker too.
+    waiting = queued + sum(1 for item in planned if (item.skipped or "").startswith("queued"))
+    if start and waiting:
         command = ["dvc", "queue", "start", "-j", str(jobs)]
         click.echo(shlex.join(command))
         if not dry_run:

@@ -129,6 +129,10 @@ class Run:
     state: str  # done | queued | running | failed
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A running queued experiment's `dvc exp exec-run` process and its temporary copy of the project (None
+    # before the worker started it, and for every other state).
+    pid: int | None = None
+    root: str | None = None
 
     @property
     def label(self) -> str:
@@ -167,7 +171,13 @@ def _files(data: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:
     return {path: entry["data"] for path, entry in files.items() if isinstance(entry, dict) and "data" in entry}
 
 
-def _record(state: Mapping[str, Any], name: str | None, baseline: str | None, status: str) -> Run | None:
+def _record(
+    state: Mapping[str, Any],
+    name: str | None,
+    baseline: str | None,
+    status: str,
+    local: Mapping[str, Any] | None = None,
+) -> Run | None:
     data = state.get("data")
     if not data or state.get("error"):
         return None
@@ -182,6 +192,8 @@ def _record(state: Mapping[str, Any], name: str | None, baseline: str | None, st
         state=status,
         params=BEFORE_KEY_EXISTED | normalise_params(params),
         metrics=_files(data, "metrics"),
+        pid=(local or {}).get("pid"),
+        root=(local or {}).get("root"),
     )
 
 
@@ -196,7 +208,8 @@ def parse_exp_show(rows: Iterable[Mapping[str, Any]]) -> list[Run]:
             status = executor.get("state") or "done"
             status = "done" if status == "success" else status
             last = (exp.get("revs") or [None])[0]
-            if last and (run := _record(last, exp.get("name") or last.get("name"), commit["rev"], status)):
+            name = exp.get("name") or last and last.get("name")
+            if last and (run := _record(last, name, commit["rev"], status, executor.get("local"))):
                 runs.append(run)
     return runs
 
