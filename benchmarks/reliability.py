@@ -8,9 +8,10 @@ replays a fixed set), through custom files (fetch -> preprocess -> split), `llmc
 each either gives a result, is rejected cleanly (one `llmcls: error:` naming the file / row / key), or gets a
 traceback (the goal: none). Faults: a tiny project reproduced once; every stage killed at --kills random
 moments (tests/test_faults.py's kill_during), each followed by `dvc repro`, which must end with dvc.lock's
-outputs as before and no temporary file left; a full disk per stage; a corrupted cache object. Evaluation:
-the evaluate stage of this workspace's run (`dvc repro` first) --eval-runs times in fresh processes, its
-eval.json and predictions compared byte for byte.
+outputs as before and no temporary file left; a full disk per stage; a corrupted cache object; `llmcls sweep`
+killed while it queues and its queue worker killed mid-run (tests/test_faults.py's bodies). Scoring: the
+evaluate and prompt_only stages of this workspace's run (`dvc repro` first) and `llmcls predict`, each
+--eval-runs times in fresh processes, every output compared byte for byte.
 """
 
 from __future__ import annotations
@@ -124,31 +125,65 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
         victim.write_bytes(victim.read_bytes()[:-8] + b"CORRUPT!")
         found = run([sys.executable, "-m", "llmcls.cli.main", "verify"], project, check=False)
         rows.append(("corrupted DVC cache object (`llmcls verify`)", 1, 1, int(found.returncode == 1)))
+        sweeping = scratch / "sweeping"
+        shutil.copytree(reference, sweeping, symlinks=True)
+        problems = [tf.kill_sweep_while_queueing(sweeping, rng, edited=i % 2 == 1) for i in range(kills)]
+        rows.append(("SIGKILL of `llmcls sweep` inside `dvc exp run --queue`", kills, kills, problems.count(None)))
+        print(rows[-1], *filter(None, problems), flush=True)
+        problems = []
+        for i in range(kills):
+            shutil.copytree(reference, scratch / f"worker{i}", symlinks=True)
+            problems.append(tf.kill_queue_worker(scratch / f"worker{i}", rng)[0])
+        rows.append(("SIGKILL of the queue worker mid-run", kills, kills, problems.count(None)))
+        print(rows[-1], *filter(None, problems), flush=True)
     return rows
 
 
-def evaluation_runs(runs: int) -> tuple[int, int, int]:
-    """(runs, distinct eval.json, distinct prediction sets) of the evaluate stage in fresh processes."""
-    command = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["evaluate"]["cmd"]
-    seen_metrics, seen_predictions = collections.Counter(), collections.Counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        command = command.replace("metrics/eval.json", f"{out}/eval.json")
-        command = command.replace("metrics/report.json", f"{out}/report.json")
-        command = command.replace("metrics/predictions", f"{out}/predictions")
+def _digest(folder: Path) -> str:
+    """One hash of every file under ``folder`` (relative names and bytes)."""
+    total = hashlib.sha256()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+        total.update(str(file.relative_to(folder)).encode() + file.read_bytes())
+    return total.hexdigest()[:12]
+
+
+def determinism_runs(runs: int) -> list[tuple[str, int, int]]:
+    """(what, runs, distinct outputs) of the evaluate and prompt_only stages of this workspace's run (dvc.lock's
+    commands, their outputs and run log sent to a temporary folder) and `llmcls predict` on the raw test file,
+    each in ``runs`` fresh processes."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    commands = {}
+    for stage in ("evaluate", "prompt_only"):
+        words = lock[stage]["cmd"].split()
+        outs = [o["path"] for o in lock[stage]["outs"]]
+        # Each output, and the run log (timings: never the same twice), to {out}/<its name>.
+        for i, word in enumerate(words):
+            if word in outs or (i and words[i - 1] == "--run-log"):
+                words[i] = "{out}/" + ("run-log" if words[i - 1] == "--run-log" else Path(word).name)
+        commands[f"`{stage}` stage"] = " ".join(words)
+    raw = lock["fetch"]["outs"][0]["path"]  # the fetched dataset folder: its test file has texts and labels
+    commands["`llmcls predict` (test file)"] = (
+        f"llmcls predict --model models/classifier --input {raw}/test.parquet --out {{out}}/predictions.csv"
+    )
+    rows = []
+    for what, command in commands.items():
+        seen: collections.Counter = collections.Counter()
         for i in range(runs):
-            subprocess.run(command, shell=True, cwd=ROOT, check=True, capture_output=True)
-            seen_metrics[hashlib.sha256((out / "eval.json").read_bytes()).hexdigest()[:12]] += 1
-            files = sorted((out / "predictions").glob("*.csv"))
-            seen_predictions[hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]] += 1
-            print(f"evaluate {i + 1}/{runs}: eval.json {dict(seen_metrics)}", flush=True)
-    return runs, len(seen_metrics), len(seen_predictions)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "out"
+                out.mkdir()
+                subprocess.run(command.format(out=out), shell=True, cwd=ROOT, check=True, capture_output=True)
+                (out / "run-log").unlink(missing_ok=True)
+                seen[_digest(out)] += 1
+            print(f"{what} {i + 1}/{runs}: {dict(seen)}", flush=True)
+        rows.append((what, runs, len(seen)))
+    return rows
 
 
 @click.command()
 @click.option("--examples", default=300, show_default=True, help="generated inputs per reader")
 @click.option("--kills", default=3, show_default=True, help="SIGKILLs per stage")
-@click.option("--eval-runs", default=20, show_default=True, help="fresh evaluate processes (0: skip)")
+@click.option("--eval-runs", default=20, show_default=True, help="fresh processes of each scorer (0: skip)")
 @click.option("--seed", default=0, show_default=True, help="the kill moments' seed")
 @click.option("--out", default=ROOT / "docs/reliability.md", type=click.Path(path_type=Path))
 def main(examples, kills, eval_runs, seed, out) -> None:
@@ -163,7 +198,7 @@ def main(examples, kills, eval_runs, seed, out) -> None:
         trained = train_tiny_project(scratch / "trained", model)
         counts, samples = generated_inputs(examples, base, trained)
         fault_rows = faults(kills, model, seed)
-    evaluation = evaluation_runs(eval_runs) if eval_runs else None
+    evaluation = determinism_runs(eval_runs) if eval_runs else None
     out.write_text(report(counts, samples, fault_rows, evaluation, examples), encoding="utf-8")
     print(f"-> {out}")
 
@@ -190,14 +225,17 @@ def report(counts, samples, fault_rows, evaluation, examples) -> str:
     lines += ["", "## Faults", "", "| fault | injected | landed mid-stage | survived |", "|---|---|---|---|"]
     lines += [f"| {name} | {n} | {landed} | {ok} |" for name, n, landed, ok in fault_rows]
     if evaluation:
-        runs, metrics, predictions = evaluation
         lines += [
             "",
-            "## Evaluation, byte for byte",
+            "## Scoring, byte for byte",
             "",
-            f"The evaluate stage of the default run, {runs} fresh processes: {metrics} distinct eval.json, "
-            f"{predictions} distinct prediction files (the goal: 1 and 1, every run the same bytes).",
+            "The default run's model scored in fresh processes; every output file (metrics, report, predictions)",
+            "compared byte for byte (the goal: 1 distinct, every run the same bytes).",
+            "",
+            "| scorer | fresh processes | distinct outputs |",
+            "|---|---|---|",
         ]
+        lines += [f"| {what} | {runs} | **{distinct}** |" for what, runs, distinct in evaluation]
     return "\n".join(lines) + "\n"
 
 

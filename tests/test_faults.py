@@ -196,34 +196,49 @@ def test_two_repros_at_once_the_second_stops_at_the_lock(reproduced, reproduced_
     assert locked_outs(project) == locked_outs(reproduced.path)
 
 
-def test_a_sweep_killed_while_queueing_leaves_the_workspace_as_it_was_and_the_next_queues_the_rest(reproduced_copy):
-    """`llmcls sweep` SIGKILLed at a random moment while `dvc exp run --queue` has the workspace stashed and HEAD
-    detached, with a clean workspace and with a user's uncommitted edit: after the next sweep, HEAD is on its
-    branch, the edit is there, and each point is queued exactly once."""
-    project, rng, llmcls = reproduced_copy, random.Random(SEED), [BIN + "/llmcls"]
-    print(f"fault seed {SEED}")
+def kill_sweep_while_queueing(project: Path, rng: random.Random, edited: bool) -> str | None:
+    """`llmcls sweep --seeds 3,4` SIGKILLed at a random moment while `dvc exp run --queue` has HEAD detached
+    (and the workspace stashed), optionally with a user's uncommitted edit, then swept again: the first problem,
+    or None when HEAD is on its branch, the edit is there and each point is queued exactly once."""
+    llmcls = [BIN + "/llmcls"]
     branch = run(["git", "symbolic-ref", "HEAD"], project).stdout
-    for edited in (False, True):
-        run(["dvc", "queue", "remove", "--queued"], project)
-        if edited:
-            with (project / "params.yaml").open("a") as params:
-                params.write("# an uncommitted note\n")
-        before = run(["git", "diff", "HEAD"], project).stdout
-        sweep = subprocess.Popen(
-            [*llmcls, "sweep", "--seeds", "3,4"], cwd=project, env=ENV, start_new_session=True, stdout=subprocess.PIPE
-        )
-        # The moment that matters: while DVC has HEAD detached (elsewhere a kill changes nothing).
-        while (project / ".git" / "HEAD").read_text().startswith("ref:") and sweep.poll() is None:
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0, 0.2))
-        os.killpg(sweep.pid, signal.SIGKILL)
-        sweep.wait()
-        again = run([*llmcls, "sweep", "--seeds", "3,4"], project).stdout
-        assert run(["git", "symbolic-ref", "HEAD"], project).stdout == branch, again
-        assert run(["git", "diff", "HEAD"], project).stdout == before, again
+    run(["dvc", "queue", "remove", "--queued"], project)
+    if edited:
+        with (project / "params.yaml").open("a") as params:
+            params.write("# an uncommitted note\n")
+    before = run(["git", "diff", "HEAD"], project).stdout
+    sweep = subprocess.Popen(
+        [*llmcls, "sweep", "--seeds", "3,4"], cwd=project, env=ENV, start_new_session=True, stdout=subprocess.PIPE
+    )
+    # The moment that matters: while DVC has HEAD detached (elsewhere a kill changes nothing).
+    while (project / ".git" / "HEAD").read_text().startswith("ref:") and sweep.poll() is None:
+        time.sleep(0.001)
+    time.sleep(rng.uniform(0, 0.2))
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    again = run([*llmcls, "sweep", "--seeds", "3,4"], project, check=False)
+    problem = None
+    if again.returncode != 0:
+        problem = f"the next sweep failed: {again.stderr}"
+    elif run(["git", "symbolic-ref", "HEAD"], project, check=False).stdout != branch:
+        problem = f"HEAD is not back on {branch}: {again.stdout}"
+    elif run(["git", "diff", "HEAD"], project).stdout != before:
+        problem = f"the workspace is not as it was: {again.stdout}"
+    else:
         status = run(["dvc", "queue", "status"], project).stdout
-        assert [status.count(f"-s{seed} ") for seed in (3, 4)] == [1, 1], status
-        run(["git", "checkout", "params.yaml"], project)
+        if [status.count(f"-s{seed} ") for seed in (3, 4)] != [1, 1]:
+            problem = f"points not queued once each:\n{status}"
+    run(["git", "checkout", "params.yaml"], project, check=False)
+    return problem
+
+
+def test_a_sweep_killed_while_queueing_leaves_the_workspace_as_it_was_and_the_next_queues_the_rest(reproduced_copy):
+    """`llmcls sweep` killed inside `dvc exp run --queue`, with a clean workspace and with an uncommitted edit."""
+    rng = random.Random(SEED)
+    print(f"fault seed {SEED}")
+    for edited in (False, True):
+        problem = kill_sweep_while_queueing(reproduced_copy, rng, edited)
+        assert problem is None, f"seed {SEED}: {problem}"
 
 
 def exec_run_pid(project: Path) -> int | None:
@@ -237,35 +252,49 @@ def exec_run_pid(project: Path) -> int | None:
     return None
 
 
-def test_a_killed_queue_worker_records_nothing_and_the_next_sweep_finishes_the_rest(reproduced_copy):
-    """`llmcls sweep` over the real queue, its worker SIGKILLed (with its run and stage processes, as when a
-    machine goes down) at a random moment of the first point: no experiment is recorded from the killed run, DVC
-    is left believing it is "Running", and the next sweep releases it, queues it again and finishes both; the
-    report then has all three seeds (seed 0 is the reproduced project's own run)."""
-    project, rng, llmcls = reproduced_copy, random.Random(SEED), [BIN + "/llmcls"]
-    print(f"fault seed {SEED}")
+def kill_queue_worker(project: Path, rng: random.Random) -> tuple[str | None, str]:
+    """`llmcls sweep --seeds 1,2 --start`, its worker SIGKILLed (with its run and stage processes, as when a
+    machine goes down) at a random moment of the first point, then swept again and waited for: (the first
+    problem or None, the first sweep's output). Expected: nothing recorded from the killed run while DVC lists it
+    as "Running"; the next sweep releases it, queues it again, and both points finish; no temporary copy left."""
+    llmcls = [BIN + "/llmcls"]
     start = time.time()
     first = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project)
-    assert time.time() - start < 60  # returns once queued: the queue runs in the background
-    assert first.stdout.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first.stdout
+    if time.time() - start > 60:  # it returns once queued: the queue runs in the background
+        return "the sweep waited for its queue", first.stdout
     while (pid := exec_run_pid(project)) is None:
-        assert time.time() - start < 180, "no queued experiment started"
+        if time.time() - start > 180:
+            return "no queued experiment started", first.stdout
         time.sleep(0.05)
     group = os.getpgid(pid)  # the worker's: it, the run, dvc repro and the stage processes
     time.sleep(rng.uniform(0, 4))
     os.killpg(group, signal.SIGKILL)
-    assert "Running" in run(["dvc", "queue", "status"], project).stdout  # what the dead worker leaves behind
-    assert run(["dvc", "exp", "list", "--name-only"], project).stdout.strip() == ""  # nothing half-recorded
-
-    again = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project)
-    assert "marked failed and removed from the queue" in again.stdout, again.stdout
-    assert again.stdout.count("dvc exp run --queue") == 1 and "dvc queue start" in again.stdout
+    if "Running" not in run(["dvc", "queue", "status"], project).stdout:
+        return "the killed run is not listed as running (nothing to recover: the test cannot fail)", first.stdout
+    if recorded := run(["dvc", "exp", "list", "--name-only"], project).stdout.strip():
+        return f"recorded from a killed run: {recorded}", first.stdout
+    again = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project).stdout
+    if "marked failed and removed from the queue" not in again or again.count("dvc exp run --queue") != 1:
+        return f"the next sweep did not release and queue the killed point:\n{again}", first.stdout
     status = wait_for_queue(project)
-    assert status.count("Success") == 2 and "Failed" not in status, status
+    if status.count("Success") != 2 or "Failed" in status:
+        return f"the sweep did not finish:\n{status}", first.stdout
     names = sorted(re.findall(r" -n (\S+)", first.stdout))
-    assert sorted(run(["dvc", "exp", "list", "--name-only"], project).stdout.split()) == names
-    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))  # no temporary copy left behind
+    if sorted(run(["dvc", "exp", "list", "--name-only"], project).stdout.split()) != names:
+        return "experiments are not the sweep's points, once each", first.stdout
+    if left := list((project / ".dvc" / "tmp" / "exps").glob("tmp*")):
+        return f"temporary copies left: {left}", first.stdout
+    return None, first.stdout
 
+
+def test_a_killed_queue_worker_records_nothing_and_the_next_sweep_finishes_the_rest(reproduced_copy):
+    """A sweep's worker killed mid-run; then the report has all three seeds (seed 0 is the reproduced project's
+    own run)."""
+    project, llmcls = reproduced_copy, [BIN + "/llmcls"]
+    print(f"fault seed {SEED}")
+    problem, first = kill_queue_worker(project, random.Random(SEED))
+    assert problem is None, f"seed {SEED}: {problem}"
+    assert first.count("dvc exp run --queue") == 2 and "dvc queue start -j 1" in first
     assert "# 0 queued, 3 skipped" in run([*llmcls, "sweep", "--seeds", "0,1,2"], project).stdout
     run([*llmcls, "report"], project)
     report = (project / "metrics" / "report.md").read_text()

@@ -11,7 +11,7 @@ import torch
 
 from llmcls.core.devices import autocast_dtype
 from llmcls.evaluate.metrics import macro_prf
-from llmcls.model.inference import pad_batch
+from llmcls.model.inference import pad_batch, warm_up
 
 
 def generate_answers(
@@ -31,6 +31,8 @@ def generate_answers(
     pad = tokenizer.pad_token_id
     answers: dict[int, str] = {}
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+        if device.type == "cpu":
+            warm_up(lambda batch: lm(**batch), prompts, pad)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = pad_batch([prompts[i] for i in rows], pad, side="left")
