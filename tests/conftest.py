@@ -78,6 +78,15 @@ STAGE_STEPS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def warm_kernels():
+    """Tests count forwards and compare in-process runs: the process's one throwaway CPU forward
+    (model/inference.warm_up) counts as done; test_inference resets it to test it."""
+    from llmcls.model import inference
+
+    inference._WARM["cpu"] = True
+
+
 def stage(name: str):
     """The click command of stages/<name>.py (stages are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from llmcls.model.inference import head_probabilities
+from llmcls.model import inference
+from llmcls.model.inference import head_probabilities, map_batches
 
 
 class LastTokenModel(torch.nn.Module):
@@ -57,3 +58,24 @@ def test_out_of_memory_shrinks_the_batch_until_it_fits():
     probs = head_probabilities(model, SEQUENCES, pad_id=0, batch_size=5)
     np.testing.assert_allclose(probs, expected(SEQUENCES), rtol=1e-5)
     assert model.batch_sizes == [5, 4, 3, 2]  # 5 and 4 refused (x0.9 each time), then 3 + the last 2
+
+
+def test_the_first_forward_of_a_process_is_a_throwaway_that_leaves_the_random_state_alone():
+    """A fresh process (the flag reset) runs one forward of two short rows before the kept batches, only once,
+    and without moving the random state: a model drawing random numbers (dropout) draws what it would have."""
+    inference._WARM["cpu"] = False
+    shapes, draws = [], []
+
+    def fn(batch):
+        shapes.append(tuple(batch["input_ids"].shape))
+        draws.append(torch.rand(1).item())
+        return batch["input_ids"][:, :1].float().numpy()
+
+    model = torch.nn.Linear(1, 1)  # (built before seeding: its initialisation draws too)
+    torch.manual_seed(0)
+    map_batches(model, SEQUENCES, 0, 2, fn)
+    assert shapes == [(2, 1), (2, 6), (2, 3), (1, 1)]  # the warm-up: the shortest row twice, then lengths 6,4|3,2|1
+    torch.manual_seed(0)
+    assert draws[1:] == [torch.rand(1).item() for _ in range(3)]  # the kept batches drew the seed's own numbers
+    map_batches(model, SEQUENCES, 0, 2, fn)
+    assert len(shapes) == 4 + 3  # once per process
