@@ -199,17 +199,18 @@ def main(examples, kills, eval_runs, seed, out) -> None:
         counts, samples = generated_inputs(examples, base, trained)
         fault_rows = faults(kills, model, seed)
     evaluation = determinism_runs(eval_runs) if eval_runs else None
-    out.write_text(report(counts, samples, fault_rows, evaluation, examples), encoding="utf-8")
+    out.write_text(report(counts, samples, fault_rows, evaluation, examples, kills, eval_runs), encoding="utf-8")
     print(f"-> {out}")
 
 
-def report(counts, samples, fault_rows, evaluation, examples) -> str:
+def report(counts, samples, fault_rows, evaluation, examples, kills, eval_runs) -> str:
     day = datetime.date.today().isoformat()
     lines = [
         "# Reliability",
         "",
         f"Measured {day} on {platform.machine()} ({platform.processor() or 'cpu'}) by `benchmarks/reliability.py "
-        f"--examples {examples}`; rerun it to refresh this page (it is written by the script, not by hand).",
+        f"--examples {examples} --kills {kills} --eval-runs {eval_runs}`; rerun it to refresh this page (it is "
+        "written by the script, not by hand).",
         "",
         "## Generated inputs",
         "",

@@ -41,9 +41,8 @@ def pin_mkl_reproducibility() -> None:
 
     PyTorch's CPU attention multiplies half-precision blocks with MKL (mkl_gemm_bf16bf16f32) from inside its
     parallel loop: always on CPUs without AMX, for small blocks with it. With MKL's reproducibility off, the
-    first forward of a process could come out with other bits than in the next process: on this host without
-    AMX, 3 distinct first batches in 12 fresh processes (later batches always equal); with this setting one in
-    every process, the common bits (benchmarks/eval_determinism.py, docs/reliability.md). MKL reads it at its
+    first forward of a process could come out with other bits than in the next process, far more often than
+    with it (docs/results.md has the runs; benchmarks/eval_determinism.py repeats them). MKL reads it at its
     first call, so this runs before any model computes; a value the user set wins."""
     os.environ.setdefault("MKL_CBWR", MKL_CBWR)
 

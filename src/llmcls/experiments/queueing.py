@@ -3,7 +3,7 @@
 `dvc exp run --queue` stashes the workspace's changes (git stash), detaches HEAD, applies the -S overrides,
 commits them to DVC's queue stash and then puts everything back. SIGKILLed inside that (the OOM killer, a closed
 SSH session, `kill -9`), it leaves HEAD detached with params.yaml holding a point's overrides, and any uncommitted
-changes of the user's on git's stash: measured, 2 of 6 kills at random moments of a 4-point `llmcls sweep` did.
+changes of the user's on git's stash (a kill at a random moment of a sweep lands there often: docs/reliability.md).
 A commit made there would land on no branch, with one point's settings.
 
 So each call runs inside ``guarded``: the branch, the stash depth and whether tracked files had changes are
@@ -70,9 +70,9 @@ def repair(project: Path, dry_run: bool = False) -> list[str]:
             _git(project, "symbolic-ref", "HEAD", was["head"], check=True)
         _git(project, "reset", "-q", check=True)  # the index as HEAD's, the files untouched: what DVC does
         lines.append(f"HEAD was left detached by a killed `dvc exp run --queue`: back on {was['head']}")
-    if popped or undo:
+    if (popped or undo) and (changes := _git(project, "diff", "HEAD")):
         patch = project / ".dvc" / "tmp" / f"llmcls-queueing-{time.strftime('%Y%m%d-%H%M%S')}.patch"
-        patch.write_text(_git(project, "diff", "HEAD") + "\n", encoding="utf-8")
+        patch.write_text(changes + "\n", encoding="utf-8")
         _git(project, "reset", "-q", "--hard", check=True)
         lines.append(f"its half-applied overrides undone (saved as {patch.relative_to(project)})")
     if popped:

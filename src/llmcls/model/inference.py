@@ -31,11 +31,11 @@ _WARM = {"cpu": False}
 def warm_up(fn: Callable[[dict[str, torch.Tensor]], Any], sequences: Sequence[Sequence[int]], pad_id: int) -> None:
     """One throwaway forward of two short rows, the first time a process runs a model on CPU.
 
-    The first forward of a process could come out with other bits than the same batch in the next process: the
-    evaluate stage gave 3 distinct eval.json in 48 fresh processes with MKL's reproducible mode pinned, always
-    in its first batch, never in later ones (docs/reliability.md). What differs is state the CPU kernels set up
-    lazily on their first parallel call (PyTorch's attention calls MKL and oneDNN from inside its thread pool);
-    a first forward whose result is thrown away takes that effect, so every kept batch runs on warm kernels.
+    Even with MKL's reproducible mode pinned, the first forward of a process now and then came out with other
+    bits than the same batch in the next process: always the first batch, never a later one (docs/results.md
+    has the runs). What differs is state the CPU kernels set up lazily on their first parallel call (PyTorch's
+    attention calls MKL and oneDNN from inside its thread pool); a first forward whose result is thrown away
+    takes that effect, so every kept batch runs on warm kernels.
     It costs one tiny batch per process, and leaves the random state as it was (a model in training mode, as in
     head_init, would draw dropout masks)."""
     if _WARM["cpu"] or not sequences:
