@@ -183,7 +183,7 @@ def test_a_corrupted_cache_file_is_found_before_it_is_used(reproduced, reproduce
 def test_two_repros_at_once_the_second_stops_at_the_lock(reproduced, reproduced_copy):
     project = reproduced_copy
     first = subprocess.Popen(
-        ["dvc", "repro", "-f", "train"], cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["dvc", "repro", "-f", "-s", "train"], cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
     while not stage_running("train"):
