@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import hashlib
 import platform
 import random
 import shutil
@@ -139,18 +138,12 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
     return rows
 
 
-def _digest(folder: Path) -> str:
-    """One hash of every file under ``folder`` (relative names and bytes)."""
-    total = hashlib.sha256()
-    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
-        total.update(str(file.relative_to(folder)).encode() + file.read_bytes())
-    return total.hexdigest()[:12]
-
-
 def determinism_runs(runs: int) -> list[tuple[str, int, int]]:
     """(what, runs, distinct outputs) of the evaluate and prompt_only stages of this workspace's run (dvc.lock's
     commands, their outputs and run log sent to a temporary folder) and `llmcls predict` on the raw test file,
     each in ``runs`` fresh processes."""
+    import test_faults as tf
+
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     commands = {}
     for stage in ("evaluate", "prompt_only"):
@@ -174,7 +167,7 @@ def determinism_runs(runs: int) -> list[tuple[str, int, int]]:
                 out.mkdir()
                 subprocess.run(command.format(out=out), shell=True, cwd=ROOT, check=True, capture_output=True)
                 (out / "run-log").unlink(missing_ok=True)
-                seen[_digest(out)] += 1
+                seen[tf.digest(out)] += 1
             print(f"{what} {i + 1}/{runs}: {dict(seen)}", flush=True)
         rows.append((what, runs, len(seen)))
     return rows

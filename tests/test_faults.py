@@ -58,14 +58,21 @@ def leftovers(project: Path) -> list[str]:
     ]
 
 
-def stage_running(stage: str) -> bool:
+def process_with(words: bytes, under: Path | None = None) -> int | None:
+    """A process whose command line holds ``words`` (and whose folder is inside ``under``), if any."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if f"stages/{stage}.py".encode() in cmdline.read_bytes():
-                return True
+            if words in cmdline.read_bytes() and (
+                under is None or os.readlink(cmdline.parent / "cwd").startswith(str(under))
+            ):
+                return int(cmdline.parent.name)
         except OSError:  # the process ended while we looked
             continue
-    return False
+    return None
+
+
+def stage_running(stage: str) -> bool:
+    return process_with(f"stages/{stage}.py".encode()) is not None
 
 
 def kill_during(project: Path, stage: str, delay: float) -> bool:
@@ -241,17 +248,6 @@ def test_a_sweep_killed_while_queueing_leaves_the_workspace_as_it_was_and_the_ne
         assert problem is None, f"seed {SEED}: {problem}"
 
 
-def exec_run_pid(project: Path) -> int | None:
-    """The `dvc exp exec-run` process running one of ``project``'s queued experiments, if any."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"exec-run" in cmdline.read_bytes() and os.readlink(cmdline.parent / "cwd").startswith(str(project)):
-                return int(cmdline.parent.name)
-        except OSError:
-            continue
-    return None
-
-
 def kill_queue_worker(project: Path, rng: random.Random) -> tuple[str | None, str]:
     """`llmcls sweep --seeds 1,2 --start`, its worker SIGKILLed (with its run and stage processes, as when a
     machine goes down) at a random moment of the first point, then swept again and waited for: (the first
@@ -262,7 +258,7 @@ def kill_queue_worker(project: Path, rng: random.Random) -> tuple[str | None, st
     first = run([*llmcls, "sweep", "--seeds", "1,2", "--start"], project)
     if time.time() - start > 60:  # it returns once queued: the queue runs in the background
         return "the sweep waited for its queue", first.stdout
-    while (pid := exec_run_pid(project)) is None:
+    while (pid := process_with(b"exec-run", under=project)) is None:  # the run of a queued point
         if time.time() - start > 180:
             return "no queued experiment started", first.stdout
         time.sleep(0.05)
