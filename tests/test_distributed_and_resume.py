@@ -1,4 +1,5 @@
-"""The real train stage with two gloo processes on CPU, and a train stage killed mid-run then resumed.
+"""The real train stage with two gloo processes on CPU (and on two "machines" of this host), and a train stage
+killed mid-run then resumed.
 
 Each starts from a copy of the session's reproduced project: the same data, so fetch and preprocess come from
 DVC's run cache and only what the new settings change runs."""
@@ -6,6 +7,7 @@ DVC's run cache and only what the new settings change runs."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -18,11 +20,13 @@ from safetensors.numpy import load_file
 pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 
 
+CUSTOM = {"dataset": "custom", "custom.train_path": "data/custom/reviews.csv", "custom.text_columns": ["review"]}
+
+
 def tiny_dvc_project(project, tiny_model_dir, **overrides):
     frame = sentiment_frame(30).rename(columns={"sentence": "review"})
     frame.to_csv(project / "data" / "custom" / "reviews.csv", index=False)
-    custom = {"dataset": "custom", "custom.train_path": "data/custom/reviews.csv", "custom.text_columns": ["review"]}
-    write_params(project, **(tiny_train_overrides(tiny_model_dir) | custom | overrides))
+    write_params(project, **(tiny_train_overrides(tiny_model_dir) | CUSTOM | overrides))
     commit_all(project)
     return project
 
@@ -37,17 +41,14 @@ def test_two_processes_match_one_with_the_same_global_batch(reproduced_copy, tin
     # 32 training rows, global batch 8: one process x 8 rows, or two x 4. With the same seed both draw the same
     # permutation; accelerate hands batch 2k to rank 0 and 2k+1 to rank 1, so each step sees the same 8 rows and
     # DDP's mean of the two 4-row mean gradients is the 8-row mean. Only float summation order differs.
-    project = tiny_dvc_project(
-        reproduced_copy,
-        tiny_model_dir,
-        **{
-            "split.train_size": 32,
-            "train.max_steps": 8,
-            "train.eval_steps": 4,
-            "train.group_by_length": False,  # its megabatches are sized per process
-            "train.lora.dropout": 0.0,  # dropout masks come from per-process RNG streams
-        },
-    )
+    settings = {
+        "split.train_size": 32,
+        "train.max_steps": 8,
+        "train.eval_steps": 4,
+        "train.group_by_length": False,  # its megabatches are sized per process
+        "train.lora.dropout": 0.0,  # dropout masks come from per-process RNG streams
+    }
+    project = tiny_dvc_project(reproduced_copy, tiny_model_dir, **settings)
     run(["dvc", "repro", "evaluate"], project)
     one = eval_metrics(project)
     one_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
@@ -55,10 +56,44 @@ def test_two_processes_match_one_with_the_same_global_batch(reproduced_copy, tin
     changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.batch_size=4"]
     sets = [a for c in changes for a in ("-S", c)]
     exp = run(["dvc", "exp", "run", *sets, "evaluate"], project, env={"ACCELERATE_USE_CPU": "1"})
-    assert "--config_file configs/accelerate/ddp.yaml --num_processes 2" in exp.stdout
+    assert "--config-file configs/accelerate/ddp.yaml --num-processes 2 --num-machines 1" in exp.stdout
+    assert_same_training(project, one, one_adapter, world_size=2)
+
+    # Two machines x two processes x 2 rows: two launchers on this host, ranks 0 and 1, static rendezvous on
+    # 127.0.0.1. Machine 0 runs `dvc repro`, machine 1 `llmcls train-node`; batches 4s..4s+3 make step s.
+    four = {"train.launch.strategy": "ddp", "train.launch.num_processes": 2, "train.launch.num_machines": 2}
+    write_params(project, **(tiny_train_overrides(tiny_model_dir) | CUSTOM | settings | four | {"train.batch_size": 2}))
+    node = {"ACCELERATE_USE_CPU": "1", "LLMCLS_MAIN_IP": "127.0.0.1", "LLMCLS_MAIN_PORT": str(free_port())}
+    other = subprocess.Popen(
+        [f"{BIN}/llmcls", "train-node"],
+        cwd=project,
+        env=os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"], "LLMCLS_MACHINE_RANK": "1"} | node,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        repro = run(["dvc", "repro", "evaluate"], project, env=node | {"LLMCLS_MACHINE_RANK": "0"})
+        output = other.communicate(timeout=300)[0]
+    finally:
+        other.kill()
+    assert other.returncode == 0, output
+    assert "--num-processes 2 --num-machines 2" in repro.stdout
+    assert_same_training(project, one, one_adapter, world_size=4)
+    assert run(["dvc", "status", "train"], project).stdout.strip().endswith("up to date.")  # lock recorded
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def assert_same_training(project, one, one_adapter, world_size):
+    """The run in ``project`` trained ``world_size`` processes on 8-row global batches and matches ``one``."""
     two = eval_metrics(project)
     meta = json.loads((project / "models" / "classifier" / "llmcls.json").read_text())
-    assert meta["training"]["world_size"] == 2 and meta["training"]["global_batch_size"] == 8
+    assert meta["training"]["world_size"] == world_size and meta["training"]["global_batch_size"] == 8
     assert meta["training"]["steps"] == 8
     two_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
     assert one_adapter.keys() == two_adapter.keys()

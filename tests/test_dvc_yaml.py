@@ -47,15 +47,27 @@ def library_files(script: Path) -> set[str]:
     return seen
 
 
+def command_files(cmd: str) -> set[str]:
+    """The library files a stage command runs: its script's imports, and a `python -m llmcls...` launcher's."""
+    words = cmd.split()
+    script = next(word for word in words if word.startswith("stages/"))
+    files = library_files(ROOT / script)
+    for before, word in zip(words, words[1:], strict=False):
+        if before == "-m" and word.startswith("llmcls."):
+            launcher = module_files(word)
+            files |= set(launcher) | library_files(ROOT / launcher[-1])
+    return files
+
+
 @pytest.mark.parametrize("name", sorted(PIPELINE))
 def test_stage_declares_the_modules_it_imports(name):
     stage = PIPELINE[name]
     script = next(word for word in stage["cmd"].split() if word.startswith("stages/"))
     deps = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
     assert script in deps
-    missing = library_files(ROOT / script) - deps
+    missing = command_files(stage["cmd"]) - deps
     assert not missing, f"stage {name}: add {sorted(missing)} to its deps"
-    unused = {d for d in deps if d.startswith("src/")} - library_files(ROOT / script)
+    unused = {d for d in deps if d.startswith("src/")} - command_files(stage["cmd"])
     assert not unused, f"stage {name}: {sorted(unused)} are declared but never imported"
 
 

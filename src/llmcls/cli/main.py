@@ -108,6 +108,28 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
     click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
 
 
+@main.command("train-node")
+@click.option("--stage", "stage_name", default="train", show_default=True, help="the dvc.yaml stage to join")
+def train_node(stage_name) -> None:
+    """Run this machine's share of a multi-machine train stage: on machines 1..N-1, while machine 0 runs `dvc repro`.
+
+    Runs the stage's command as dvc.yaml and params.yaml resolve it, without DVC's bookkeeping (machine 0's
+    `dvc repro` records the outputs; only its main process writes them). Needs LLMCLS_MACHINE_RANK,
+    LLMCLS_MAIN_IP and LLMCLS_MAIN_PORT (README "Scaling out"); under SLURM the stage starts every node itself.
+    """
+    import os
+    import sys
+
+    from dvc.repo import Repo
+
+    if "LLMCLS_MACHINE_RANK" not in os.environ:
+        raise LlmclsError("set LLMCLS_MACHINE_RANK (1..N-1 here; 0 runs `dvc repro`), LLMCLS_MAIN_IP, LLMCLS_MAIN_PORT")
+    with Repo() as repo:
+        command = repo.stage.collect(stage_name)[0].cmd
+    click.echo(command)
+    sys.exit(subprocess.run(command, shell=True, cwd=repo.root_dir).returncode)
+
+
 @main.command()
 def setup() -> None:
     """Pin this machine's datasets folder (the DVC remote `datasets`) in .dvc/config.local.

@@ -221,13 +221,18 @@ class QloraParams(Section):
 class LaunchParams(Section):
     """How dvc.yaml's `accelerate launch` runs the train stage."""
 
-    num_processes: Positive
+    num_processes: Positive  # on each machine
+    num_machines: Positive  # the world size and so the global batch depend on it: an experiment setting
     strategy: Literal["single", "ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"]
 
     @model_validator(mode="after")
     def _check(self) -> LaunchParams:
+        problems = []
         if self.strategy == "single" and self.num_processes != 1:
-            problems_found([f"num_processes: {self.num_processes} processes need strategy ddp, deepspeed-* or fsdp"])
+            problems.append(f"num_processes: {self.num_processes} processes need strategy ddp, deepspeed-* or fsdp")
+        if self.strategy == "single" and self.num_machines != 1:
+            problems.append(f"num_machines: {self.num_machines} machines need strategy ddp, deepspeed-* or fsdp")
+        problems_found(problems)
         return self
 
 
