@@ -16,6 +16,7 @@ from llmcls.config.params import load_params
 from llmcls.core.errors import LlmclsError, full_disk_is_an_error
 from llmcls.evaluate.metrics import METRIC_NAMES
 from llmcls.experiments.aggregate import AUTO
+from llmcls.experiments.cluster import BACKENDS
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
 
 
@@ -51,12 +52,51 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, help="KEY=VALUE applied to every point (repeatable)")
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--start/--no-start", default=False, help="start the queue (dvc queue start) after queueing")
-@click.option("-j", "--jobs", default=1, show_default=True, help="experiments the queue runs at once")
+@click.option("-j", "--jobs", default=1, show_default=True, help="experiments run at once (SLURM: array parallelism)")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="local",
+    show_default=True,
+    help="local: DVC's queue here | slurm: sbatch array jobs (submitit), each point in its own clone, pushed to "
+    "--remote | submitit-local: those jobs as processes of this machine",
+)
+@click.option("--remote", default="origin", show_default=True, help="git remote jobs clone from and push to")
+@click.option("--slurm", "slurm_sets", multiple=True, help="KEY=VALUE submitit SLURM parameter (repeatable)")
+@click.option("--slurm-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML of them")
+@click.option(
+    "--work-dir",
+    default=".dvc/tmp/llmcls-jobs/clones",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where jobs clone the repository (on every node: a shared or node-local disk)",
+)
+@click.option("--wait/--no-wait", default=None, help="wait for the jobs, then collect [default: submitit-local only]")
+@click.option("--collect", is_flag=True, help="submit nothing: pull the sweep's finished experiments, name the rest")
 @click.option("--dry-run", is_flag=True, help="print the commands without running them")
-def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start, jobs, dry_run) -> None:
-    """Queue the grid seeds x datasets x models x modes x train sizes as DVC experiments.
+def sweep(
+    seeds,
+    datasets,
+    models,
+    modes,
+    train_sizes,
+    sets,
+    params_path,
+    start,
+    jobs,
+    backend,
+    remote,
+    slurm_sets,
+    slurm_config,
+    work_dir,
+    wait,
+    collect,
+    dry_run,
+) -> None:
+    """Run the grid seeds x datasets x models x modes x train sizes as DVC experiments.
 
-    Configurations that already ran, or are queued, are skipped; the exact dvc commands are printed.
+    Configurations that already ran, or are queued or running, are skipped; the exact commands are printed.
+    With a job backend, a point whose job failed is submitted again and `--collect` brings finished ones here.
     """
     from llmcls.experiments.queueing import guarded, repair
     from llmcls.experiments.sweep import flat_params, grid, plan
@@ -84,6 +124,10 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
     for line in released:
         click.echo(f"# {line}")
     planned = plan(grid(axes, extra), extra, reference, runs)
+    if collect or backend != "local":
+        parameters = _slurm_parameters(slurm_sets, slurm_config)
+        _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wait, collect, dry_run)
+        return
     if not dry_run:
         from llmcls.data.remotes import pin_datasets_folder
 
@@ -106,6 +150,40 @@ def sweep(seeds, datasets, models, modes, train_sizes, sets, params_path, start,
         if not dry_run:
             _run_dvc(command)
     click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
+
+
+def _slurm_parameters(pairs: tuple[str, ...], config: Path | None) -> dict[str, Any]:
+    from llmcls.config.params import read_yaml
+
+    parameters = dict(read_yaml(config.read_text(encoding="utf-8")) or {}) if config else {}
+    return parameters | _settings(pairs)
+
+
+def _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wait, collect, dry_run) -> None:
+    """The job backends of `llmcls sweep` (experiments/cluster.py), and --collect for any backend."""
+    from llmcls.experiments import cluster
+
+    if collect:
+        failed = cluster.outcome(project, remote, [item.name for item in planned], click.echo)
+        if failed:
+            raise LlmclsError(f"{len(failed)} point(s) failed: run the same `llmcls sweep` to submit them again")
+        return
+    specs = cluster.plan_jobs(project, backend, planned, remote, work_dir, click.echo)
+    for spec in specs:
+        click.echo(f"# job {spec.name}: git clone {spec.repo} {spec.clone} && git checkout {spec.commit}")
+        for command in spec.commands():
+            click.echo(f"#   {shlex.join(command)}")
+    if dry_run or not specs:
+        click.echo(f"# {len(specs)} job(s) to submit, {len(planned) - len(specs)} skipped" + " (dry run)" * dry_run)
+        return
+    submitted = cluster.submit(project, backend, specs, parameters, jobs, click.echo)
+    if wait if wait is not None else backend == "submitit-local":
+        cluster.wait(submitted)
+        failed = cluster.outcome(project, remote, [job.name for job in submitted], click.echo)
+        if failed:
+            raise LlmclsError(f"{len(failed)} of {len(submitted)} job(s) failed: {', '.join(failed)}")
+    else:
+        click.echo(f"# {len(submitted)} job(s) submitted; `llmcls sweep ... --collect` with the same grid pulls them")
 
 
 @main.command("train-node")
