@@ -1,7 +1,13 @@
 """Sweeps as scheduler jobs (experiments/cluster.py): each point in its own clone at the sweep's commit, pushed to
 a git remote and a DVC remote, collected elsewhere. submitit's local executor runs the jobs as processes here."""
 
+import os
+import shutil
+import socket
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from conftest import BIN, run
@@ -71,3 +77,95 @@ def test_a_job_sweep_pushes_each_point_collects_elsewhere_and_resubmits_only_a_f
     assert sorted(run(["dvc", "exp", "list", "--name-only"], other).stdout.split()) == sorted(names)
     assert subprocess.run(["git", "status", "--porcelain"], cwd=other, capture_output=True, text=True).stdout == ""
     assert report_seeds(other) == "4"  # seeds 0 (the commit) and 1, 2, 3 (the jobs)
+
+
+SLURM_CONF = """ClusterName=llmcls-test
+SlurmctldHost={host}
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+AuthInfo=socket={dir}/munge.socket
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool
+SlurmctldPidFile={dir}/slurmctld.pid
+SlurmdPidFile={dir}/slurmd.pid
+SlurmctldLogFile={dir}/slurmctld.log
+SlurmdLogFile={dir}/slurmd.log
+# No cgroups (containers rarely give them) and no accounting database: llmcls asks squeue, not sacct.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _daemon(name: str) -> str | None:
+    return shutil.which(name) or next((f"{d}/{name}" for d in ("/usr/sbin", "/sbin") if Path(d, name).exists()), None)
+
+
+@pytest.fixture
+def slurm():
+    """A one-node SLURM cluster on this machine (2 CPUs): munged, slurmctld and slurmd with their own config,
+    key, state and sockets in a temporary folder, stopped afterwards. Yields the environment that points the
+    SLURM commands at it. Debian's `slurm-wlm` and `munge` (`make test` installs them with apt when root)."""
+    tools = {name: _daemon(name) for name in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")}
+    if missing := [name for name, path in tools.items() if path is None]:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing)}): apt-get install slurm-wlm munge, as root")
+    if os.geteuid() != 0:
+        pytest.skip("this test's SLURM daemons run as root (SlurmUser=root)")
+    folder = Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp"))  # a unix socket path must stay short
+    (folder / "state").mkdir()
+    (folder / "spool").mkdir()
+    conf = folder / "slurm.conf"
+    ports = {"ctld_port": _free_port(), "slurmd_port": _free_port()}
+    conf.write_text(SLURM_CONF.format(host=socket.gethostname().split(".")[0], dir=folder, **ports))
+    key = folder / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    env = os.environ | {"SLURM_CONF": str(conf)}
+    munge = [f"--socket={folder}/munge.socket", f"--key-file={key}", f"--pid-file={folder}/munged.pid"]
+    munge += [f"--log-file={folder}/munged.log", f"--seed-file={folder}/munged.seed"]
+    try:
+        subprocess.run([tools["munged"], "--force", *munge], check=True)
+        subprocess.run([tools["slurmctld"], "-c"], env=env, check=True)
+        subprocess.run([tools["slurmd"]], env=env, check=True)
+        deadline = time.time() + 60
+        while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout:
+            assert time.time() < deadline, (folder / "slurmctld.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield {"SLURM_CONF": str(conf)}
+    finally:
+        subprocess.run([tools["scontrol"], "shutdown"], env=env, capture_output=True)
+        subprocess.run([tools["munged"], "--stop", f"--socket={folder}/munge.socket"], capture_output=True)
+        time.sleep(1)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_sweep_runs_as_sbatch_array_jobs_of_a_real_slurm(slurm, reproduced_copy, tmp_path):
+    project = reproduced_copy
+    shared(project, tmp_path)
+    sweep = [LLMCLS, "sweep", "--backend", "slurm", "--seeds", "1,2", "-j", "2", "--slurm", "cpus_per_task=1"]
+    out = run([*sweep, "--wait"], project, env=slurm).stdout
+    submitted = [line.split()[4].rstrip(",") for line in out.splitlines() if line.startswith("# submitted ")]
+    assert len(submitted) == 2 and {job.split("_")[1] for job in submitted} == {"0", "1"}  # one array, 2 tasks
+    assert len({job.split("_")[0] for job in submitted}) == 1
+    assert out.count("# collected ") == 2, out
+    assert len(run(["dvc", "exp", "list", "--name-only"], project).stdout.split()) == 2
+    assert report_seeds(project) == "3"
+    again = run(sweep, project, env=slurm).stdout
+    assert "# submitted" not in again and again.count("already ran") == 2

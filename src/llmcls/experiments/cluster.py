@@ -156,12 +156,12 @@ class Submitted:
         if self.backend == "submitit-local":
             alive = _pid_alive(int(self.job_id))
             return ("running", "") if alive else ("failed", "its process ended without a result (killed?)")
-        import submitit
-
-        state = submitit.SlurmJob(self.folder, self.job_id).state
-        if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "UNKNOWN"):
-            return "running", state.lower()
-        return "failed", f"SLURM state {state}"
+        # squeue, not sacct: it needs no accounting database, and a job it no longer lists has ended.
+        listed = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
+        state = listed.stdout.strip().lower() if listed.returncode == 0 else ""
+        if state and state not in ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory"):
+            return "running", state
+        return "failed", f"SLURM job ended{' ' + state if state else ''} without a result (timeout? cancelled?)"
 
 
 def _last_line(text: str) -> str:
