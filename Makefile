@@ -38,6 +38,10 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) Makefile
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
+	# The real-SLURM test (tests/test_cluster.py) runs Debian's slurm-wlm and munge: as root, install them.
+	if [ "$$(id -u)" = 0 ] && ! test -x /usr/sbin/slurmctld && command -v apt-get >/dev/null; then \
+	  apt-get install -y -qq slurm-wlm munge >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; } || true; fi
 	touch $@
 
 repro: install

@@ -43,6 +43,35 @@ def main() -> None:
     """Sweep and compare llmcls experiments (DVC experiments underneath)."""
 
 
+def _backend_options(func):
+    """The job-backend options `llmcls sweep` and `llmcls tune` share."""
+    options = [
+        click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default="local",
+            show_default=True,
+            help="local: this machine (DVC) | slurm: sbatch array jobs (submitit), each run in its own clone, "
+            "pushed to --remote | submitit-local: those jobs as processes of this machine",
+        ),
+        click.option("--remote", default="origin", show_default=True, help="git remote jobs clone from and push to"),
+        click.option("--slurm", "slurm_sets", multiple=True, help="KEY=VALUE submitit SLURM parameter (repeatable)"),
+        click.option(
+            "--slurm-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a YAML of them"
+        ),
+        click.option(
+            "--work-dir",
+            default=".dvc/tmp/llmcls-jobs/clones",
+            show_default=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="where jobs clone the repository (on every node: a shared or node-local disk)",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.option("--seeds", default="0,42,123", show_default=True, help="train.seed values")
 @click.option("--datasets", help="dataset values, e.g. sst2,r8 [default: params.yaml's]")
@@ -53,24 +82,7 @@ def main() -> None:
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--start/--no-start", default=False, help="start the queue (dvc queue start) after queueing")
 @click.option("-j", "--jobs", default=1, show_default=True, help="experiments run at once (SLURM: array parallelism)")
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="local",
-    show_default=True,
-    help="local: DVC's queue here | slurm: sbatch array jobs (submitit), each point in its own clone, pushed to "
-    "--remote | submitit-local: those jobs as processes of this machine",
-)
-@click.option("--remote", default="origin", show_default=True, help="git remote jobs clone from and push to")
-@click.option("--slurm", "slurm_sets", multiple=True, help="KEY=VALUE submitit SLURM parameter (repeatable)")
-@click.option("--slurm-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML of them")
-@click.option(
-    "--work-dir",
-    default=".dvc/tmp/llmcls-jobs/clones",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="where jobs clone the repository (on every node: a shared or node-local disk)",
-)
+@_backend_options
 @click.option("--wait/--no-wait", default=None, help="wait for the jobs, then collect [default: submitit-local only]")
 @click.option("--collect", is_flag=True, help="submit nothing: pull the sweep's finished experiments, name the rest")
 @click.option("--dry-run", is_flag=True, help="print the commands without running them")
@@ -184,6 +196,102 @@ def _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wa
             raise LlmclsError(f"{len(failed)} of {len(submitted)} job(s) failed: {', '.join(failed)}")
     else:
         click.echo(f"# {len(submitted)} job(s) submitted; `llmcls sweep ... --collect` with the same grid pulls them")
+
+
+@main.command()
+@click.option("--study", "study_name", default="tune", show_default=True, help="Optuna study (trial N: exp STUDY-N)")
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage URL: a SQLite file, or an RDB (postgresql://...) jobs on other nodes can reach "
+    "[default: sqlite:///tune.db in the project]",
+)
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML search space: {params key: {type: float|int, low, high, log} | {type: choice, choices: [...]}}",
+)
+@click.option(
+    "--param",
+    "space_params",
+    multiple=True,
+    help="KEY=float:LOW:HIGH[:log] | KEY=int:LOW:HIGH[:log] | KEY=choice:A,B,... (repeatable; over --space)",
+)
+@click.option("--trials", default=20, show_default=True, help="finished trials the study should have (it continues)")
+@click.option("--set", "sets", multiple=True, help="KEY=VALUE applied to every trial (repeatable)")
+@click.option("--seed", default=0, show_default=True, help="the TPE sampler's seed")
+@click.option(
+    "--prune/--no-prune",
+    default=False,
+    help="stop trials behind the median at a validation (a pruned trial records no experiment)",
+)
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-j", "--jobs", default=1, show_default=True, help="trials at once (job backends; local runs one)")
+@_backend_options
+def tune(
+    study_name,
+    storage,
+    space_path,
+    space_params,
+    trials,
+    sets,
+    seed,
+    prune,
+    params_path,
+    jobs,
+    backend,
+    remote,
+    slurm_sets,
+    slurm_config,
+    work_dir,
+) -> None:
+    """Search hyperparameters with Optuna (TPE): each trial a DVC experiment, valued on the validation split by
+    train.metric_for_best. Run again with the same --study to continue; `llmcls report --study` shows it."""
+    from llmcls.experiments import cluster
+    from llmcls.experiments import tune as tuning
+    from llmcls.experiments.sweep import flat_params
+
+    project = Path.cwd()
+    load_params(params_path)
+    reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
+    extra = _settings(sets)
+    if unknown := [k for k in extra if k not in reference]:
+        raise LlmclsError(f"--set: unknown params keys {unknown}")
+    text = space_path.read_text(encoding="utf-8") if space_path else None
+    spaces = tuning.search_space(text, space_params, reference)
+    metric, direction = tuning.objective_metric(reference | extra)
+    storage = _storage_url(storage, project)
+    study = tuning.open_study(study_name, storage, direction, metric, seed, prune)
+    click.echo(f"# study {study_name} ({storage}): {direction} val {metric} over {', '.join(spaces)}")
+    if backend == "local":
+        if jobs != 1:
+            raise LlmclsError("--backend local runs one trial at a time: parallel trials need submitit-local or slurm")
+
+        def run_batch(batch):
+            return {name: tuning.run_local(project, name, overrides, env) for name, overrides, env in batch}
+
+    else:
+        make = cluster.spec_maker(project, remote, work_dir)
+        parameters = _slurm_parameters(slurm_sets, slurm_config)
+
+        def run_batch(batch):
+            submitted = cluster.submit(project, backend, [make(*item) for item in batch], parameters, jobs, click.echo)
+            cluster.wait(submitted)
+            failed = cluster.outcome(project, remote, [job.name for job in submitted], click.echo)
+            return {job.name: f"job failed (log: {job.log()})" if job.name in failed else "" for job in submitted}
+
+    tuning.tune(project, study, spaces, extra, trials, metric, storage, prune, run_batch, jobs, click.echo)
+
+
+def _storage_url(storage: str | None, project: Path) -> str:
+    """The storage URL with a SQLite file made absolute: trials run in copies and clones of the project."""
+    from llmcls.experiments.tune import DEFAULT_STORAGE
+
+    url = storage or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = "sqlite:///" + str((project / url.removeprefix("sqlite:///")).resolve())
+    return url
 
 
 @main.command("train-node")
@@ -394,9 +502,11 @@ def _run_dvc(command: list[str]) -> None:
     type=click.Path(dir_okay=False),
     help="the reference settings: bracketed variants are differences from these",
 )
-def report(out, scope, from_json, metric, params_path) -> None:
+@click.option("--study", "studies", multiple=True, help="add an Optuna study of `llmcls tune` (repeatable)")
+@click.option("--storage", help="the studies' Optuna storage [default: llmcls tune's, sqlite:///tune.db]")
+def report(out, scope, from_json, metric, params_path, studies, storage) -> None:
     """Leaderboard (mean ± std over seeds), seed ensembles, paired significance tests, learning curves and best-run
-    figures."""
+    figures; with --study, the search's best trial, parameter importances and optimisation history."""
     from llmcls.experiments.report import build_report
     from llmcls.experiments.sweep import flat_params
 
@@ -412,6 +522,12 @@ def report(out, scope, from_json, metric, params_path) -> None:
     reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
     source = f"saved {from_json}" if from_json else f"dvc exp show --json {' '.join(SCOPES[scope])}".strip()
     result = build_report(runs, reference, out, lambda run, path: file_at(run.rev, path), metric, source)
+    if studies:
+        from llmcls.experiments.tune import study_section
+
+        url = _storage_url(storage, Path.cwd())
+        sections = [study_section(name, url, out.with_suffix(""), out.parent) for name in studies]
+        out.write_text(out.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + "\n\n".join(sections) + "\n")
     click.echo(f"report: {len(runs)} runs, {len(result['groups'])} configurations -> {out}")
 
 

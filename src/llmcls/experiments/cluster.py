@@ -44,6 +44,7 @@ class JobSpec:
     commit: str
     config: tuple[tuple[str, ...], ...]  # `dvc remote add --local -f NAME URL` / `dvc config --local KEY VALUE`
     clone: str  # the job's working folder (removed after a pushed experiment)
+    env: tuple[tuple[str, str], ...] = ()  # added to the run's environment (a `llmcls tune --prune` trial's id)
 
     def commands(self) -> list[list[str]]:
         """The job's commands after the clone, in order (printed by --dry-run)."""
@@ -55,8 +56,11 @@ class JobSpec:
         ]
 
 
-def _call(command: Sequence[str], cwd: str | Path | None = None) -> str:
-    result = subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def _call(command: Sequence[str], cwd: str | Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    full_env = os.environ | dict(env) if env else None
+    result = subprocess.run(
+        list(command), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=full_env
+    )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
         raise LlmclsError(f"`{shlex.join(command)}` failed ({result.returncode}):\n{output[-4000:]}")
@@ -73,7 +77,7 @@ def run_point(spec: JobSpec) -> str:
     _call(["git", "checkout", "--quiet", "--detach", spec.commit], clone)
     for command in spec.commands():
         print(f"llmcls job {spec.name}: {shlex.join(command)}", flush=True)
-        print(_call(command, clone)[-2000:], flush=True)
+        print(_call(command, clone, dict(spec.env))[-2000:], flush=True)
     shutil.rmtree(clone)  # pushed: the clone holds nothing the remotes lack
     return spec.name
 
@@ -280,8 +284,8 @@ def plan_jobs(
 
     if backend == "slurm" and any(k == "train.launch.num_machines" and v != 1 for p in planned for k, v in p.overrides):
         raise LlmclsError("--backend slurm runs one node per point: multi-node runs go through slurm/train.sbatch")
-    commit = commit_on_remote(project, remote)
-    repo, config = remote_url(project, remote), job_config(project)
+    make = spec_maker(project, remote, work_dir)
+    commit = make("", ()).commit
     pushed, record = pushed_experiments(project, remote, commit), read_record(project)
     specs = []
     for item in planned:
@@ -296,9 +300,20 @@ def plan_jobs(
         else:
             if status:  # finished without a pushed experiment counts as failed too
                 echo(f"# again {item.name}: job {job.job_id} failed: {detail or 'no experiment pushed'} ({job.log()})")
-            overrides = tuple(f"{key}={override_value(value)}" for key, value in item.overrides)
-            specs.append(JobSpec(item.name, overrides, repo, commit, config, str((work_dir / item.name).resolve())))
+            specs.append(make(item.name, tuple(f"{key}={override_value(value)}" for key, value in item.overrides)))
     return specs
+
+
+def spec_maker(project: Path, remote: str, work_dir: Path) -> Callable[..., JobSpec]:
+    """A JobSpec factory for this project's commit (checked to be on ``remote``), remotes and work folder."""
+    commit = commit_on_remote(project, remote)
+    repo, config = remote_url(project, remote), job_config(project)
+
+    def make(name: str, overrides: tuple[str, ...], env: Mapping[str, str] | None = None) -> JobSpec:
+        clone = str((work_dir / name).resolve())
+        return JobSpec(name, overrides, repo, commit, config, clone, tuple((env or {}).items()))
+
+    return make
 
 
 def outcome(project: Path, remote: str, names: Sequence[str], echo: Callable[[str], None]) -> list[str]:

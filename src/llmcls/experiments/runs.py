@@ -56,6 +56,7 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     "train.max_tokens": None,
     "train.base_precision": "auto",  # what auto means today (fp32 on CPU), as every earlier run had on CPU
     "evaluate.max_tokens": None,
+    "train.launch.num_machines": 1,
     # No floor: the text got max_length minus the template. (Not 128: a run with max_length 128 left less.)
     "preprocess.min_text_tokens": 0,
     "preprocess.class_labels_max_tokens": None,  # null: the names always listed, however long
@@ -88,10 +89,9 @@ def normalise_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def main_metric(flat: Mapping[str, Any]) -> str:
-    """The main metric of a run's task: its `task` param, else its dataset's own (single-label if unknown)."""
+def task_of(flat: Mapping[str, Any]) -> str:
+    """A run's task: its `task` param, else its dataset's own (single-label if unknown)."""
     from llmcls.config.catalog import dataset_spec
-    from llmcls.evaluate.metrics import TASK_METRICS
 
     task = flat.get("task")
     if task is None:
@@ -99,7 +99,14 @@ def main_metric(flat: Mapping[str, Any]) -> str:
             task = dataset_spec(str(flat.get("dataset"))).task if flat.get("dataset") != "custom" else None
         except LlmclsError:  # a dataset this version no longer knows
             task = None
-    return TASK_METRICS[task or "single_label"][0]
+    return task or "single_label"
+
+
+def main_metric(flat: Mapping[str, Any]) -> str:
+    """The main metric of a run's task."""
+    from llmcls.evaluate.metrics import TASK_METRICS
+
+    return TASK_METRICS[task_of(flat)][0]
 
 
 def identity(params: Mapping[str, Any], with_seed: bool = True) -> dict[str, Any]:

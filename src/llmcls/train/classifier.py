@@ -27,6 +27,7 @@ from llmcls.model.store import save_classifier
 from llmcls.train.checkpoints import FINGERPRINT, fingerprint, resumable_checkpoint
 from llmcls.train.head_init import warm_start_head
 from llmcls.train.losses import class_weight_vector, weighted_loss
+from llmcls.train.pruning import pruning_callbacks
 from llmcls.train.trainer import LiveMetrics, make_trainer, step_floor, training_arguments, training_targets
 from llmcls.train.weight_averaging import TailAverage
 
@@ -244,7 +245,7 @@ def train_classifier(
     task = split.labels.task
     args = training_arguments(params, checkpoint_dir, precision, task, **({"max_steps": floor} if floor else {}))
     live = open_live(args, model_dir, live_dir, checkpoint_dir, resume, stamp)
-    callbacks = [LiveMetrics(live), *objective.callbacks]
+    callbacks = [LiveMetrics(live), *objective.callbacks, *pruning_callbacks(args.metric_for_best_model)]
     trainer = make_trainer(
         objective.model,
         args,

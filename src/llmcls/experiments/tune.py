@@ -1,0 +1,318 @@
+"""`llmcls tune`: hyperparameter search with Optuna, each trial a DVC experiment.
+
+Optuna proposes (TPE by default), DVC runs: trial N of study S is the experiment ``S-N`` (`dvc exp show` lists
+it, `dvc exp apply S-N` takes the best), run like any sweep point: `dvc exp run --temp` here, or a job of the
+sweep backends (experiments/cluster.py). Its value is the validation metric train.metric_for_best picks (never
+test). The study lives in a real Optuna storage (a SQLite file by default, an RDB URL on a cluster), so a second
+`llmcls tune` with the same study continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from llmcls.core.errors import LlmclsError
+from llmcls.evaluate.metrics import GREATER_IS_BETTER, metric_for_best
+from llmcls.experiments.runs import LLM_METRICS, task_of
+from llmcls.train.pruning import PRUNED_AT, TRIAL_ENV
+
+DEFAULT_STORAGE = "sqlite:///tune.db"
+LOGS = Path(".dvc/tmp/llmcls-tune")
+
+
+class _Space(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatSpace(_Space):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatSpace:
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(f"needs low < high{' and low > 0 (log)' if self.log else ''}")
+        return self
+
+
+class IntSpace(_Space):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntSpace:
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(f"needs low < high{' and low > 0 (log)' if self.log else ''}")
+        return self
+
+
+class ChoiceSpace(_Space):
+    type: Literal["choice"]
+    choices: Annotated[list[Any], Field(min_length=1)]
+
+
+Space = Annotated[FloatSpace | IntSpace | ChoiceSpace, Field(discriminator="type")]
+_SPACES = TypeAdapter(dict[str, Space])
+
+
+def parse_param(text: str) -> tuple[str, dict[str, Any]]:
+    """``KEY=float:LOW:HIGH[:log]`` | ``KEY=int:LOW:HIGH[:log]`` | ``KEY=choice:A,B,...`` as a space mapping."""
+    from llmcls.experiments.sweep import parse_value
+
+    key, sep, spec = text.partition("=")
+    kind, _, rest = spec.partition(":")
+    if not sep or not key.strip() or kind not in ("float", "int", "choice") or not rest:
+        raise LlmclsError(
+            f"--param {text!r}: expected KEY=float:LOW:HIGH[:log], KEY=int:LOW:HIGH[:log] or KEY=choice:A,B,..."
+        )
+    if kind == "choice":
+        return key.strip(), {"type": "choice", "choices": [parse_value(v.strip()) for v in rest.split(",")]}
+    parts = rest.split(":")
+    space: dict[str, Any] = {"type": kind, "low": parts[0], "high": parts[1] if len(parts) > 1 else None}
+    if parts[2:] == ["log"]:
+        space["log"] = True
+    elif len(parts) > 2:
+        raise LlmclsError(f"--param {text!r}: the only option after LOW:HIGH is :log")
+    return key.strip(), space
+
+
+def search_space(file_text: str | None, params: Sequence[str], known: Mapping[str, Any]) -> dict[str, Any]:
+    """The search space of a YAML file ({key: {type, low, high, log} | {type: choice, choices}}) and --param
+    options (which win), checked against params.yaml's keys: every problem in one error."""
+    from llmcls.config.params import read_yaml
+
+    raw = dict(read_yaml(file_text) or {}) if file_text else {}
+    raw |= dict(parse_param(p) for p in params)
+    if not raw:
+        raise LlmclsError("an empty search space: give --space FILE.yaml or --param KEY=float:LOW:HIGH ...")
+    problems = [f"{key}: not a params.yaml key" for key in raw if key not in known]
+    try:
+        spaces = _SPACES.validate_python(raw)
+    except ValidationError as error:
+        problems += [f"{'.'.join(str(p) for p in e['loc'][:1])}: {e['msg']}" for e in error.errors()]
+        spaces = {}
+    if problems:
+        raise LlmclsError("search space:\n  " + "\n  ".join(problems))
+    return spaces
+
+
+def suggest(trial: Any, spaces: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's values for each key."""
+    values = {}
+    for key, space in spaces.items():
+        if isinstance(space, FloatSpace):
+            values[key] = trial.suggest_float(key, space.low, space.high, log=space.log)
+        elif isinstance(space, IntSpace):
+            values[key] = trial.suggest_int(key, space.low, space.high, step=space.step, log=space.log)
+        else:
+            values[key] = trial.suggest_categorical(key, space.choices)
+    return values
+
+
+def objective_metric(reference: Mapping[str, Any]) -> tuple[str, str]:
+    """(validation metric, "maximize" | "minimize"): train.metric_for_best for the run's task."""
+    metric = metric_for_best(str(reference.get("train.metric_for_best", "auto")), task_of(reference))
+    return metric, "maximize" if GREATER_IS_BETTER[metric] else "minimize"
+
+
+def trial_name(study: str, number: int) -> str:
+    return f"{study}-{number}"
+
+
+def open_study(name: str, storage: str, direction: str, metric: str, seed: int, prune: bool):
+    """Create or load the study; a loaded one must optimise the same metric the same way."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage_obj = _storage(storage)
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # batches of parallel trials differ
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if prune else optuna.pruners.NopPruner()
+    study = optuna.create_study(
+        study_name=name, storage=storage_obj, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True
+    )
+    stored = study.user_attrs.get("metric")
+    if stored is None:
+        study.set_user_attr("metric", metric)
+    elif stored != metric or study.direction.name.lower() != direction:
+        raise LlmclsError(
+            f"study {name!r} in {storage} optimises val {stored} ({study.direction.name.lower()}); this run would "
+            f"optimise val {metric} ({direction}): use another --study"
+        )
+    return study
+
+
+def _storage(url: str):
+    """An RDB storage; a SQLite file's folder is created first."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable database vary
+        raise LlmclsError(f"--storage {url}: {error}") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A trial's end: its value, or pruned, or failed (with why)."""
+
+    value: float | None = None
+    pruned: bool = False
+    error: str = ""
+
+
+def read_value(project: Path, commit: str, name: str, metric: str) -> float | None:
+    """The experiment's validation ``metric`` (metrics/eval.json at its ref), None if it has none."""
+    ref = f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+    shown = subprocess.run(["git", "show", f"{ref}:{LLM_METRICS}"], cwd=project, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    value = json.loads(shown.stdout).get("val", {}).get(metric)
+    return float(value) if value is not None else None
+
+
+def run_local(project: Path, name: str, overrides: Sequence[str], env: Mapping[str, str]) -> str:
+    """One trial as `dvc exp run --temp` (the workspace is left as it is); its output goes to a log file.
+    Returns the last lines of a failure, "" on success."""
+    log = project / LOGS / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = ["dvc", "exp", "run", "--temp", "-n", name, *[a for o in overrides for a in ("-S", o)]]
+    with log.open("w") as handle:
+        handle.write(shlex.join(command) + "\n")
+        handle.flush()
+        result = subprocess.run(command, cwd=project, stdout=handle, stderr=subprocess.STDOUT, env=os.environ | env)
+    if result.returncode == 0:
+        return ""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return f"{lines[-1] if lines else 'failed'} (log: {log})"
+
+
+def tune(
+    project: Path,
+    study: Any,
+    spaces: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    trials: int,
+    metric: str,
+    storage: str,
+    prune: bool,
+    run_batch: Callable[[list[tuple[str, tuple[str, ...], dict[str, str]]]], dict[str, str]],
+    batch_size: int,
+    echo: Callable[[str], None],
+) -> None:
+    """Ask, run, tell until the study has ``trials`` finished (complete or pruned) trials. ``run_batch`` runs
+    [(name, overrides, env)] and returns {name: "" | why it failed}."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from llmcls.experiments.sweep import override_value
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        # A tune killed mid-trial left it running for ever: it ran nothing that counts; it is failed, and redone.
+        study.tell(stale.number, state=TrialState.FAIL)
+        echo(f"# trial {stale.number}: left running by an earlier tune, marked failed")
+    while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))) < trials:
+        asked = [study.ask() for _ in range(min(batch_size, trials - done))]
+        batch, names = [], {}
+        for trial in asked:
+            values = suggest(trial, spaces)
+            name = trial_name(study.study_name, trial.number)
+            names[name] = trial
+            overrides = tuple(f"{k}={override_value(v)}" for k, v in (dict(extra) | values).items())
+            env = {TRIAL_ENV: json.dumps({"storage": storage, "study": study.study_name, "trial_id": trial._trial_id})}
+            batch.append((name, overrides, env if prune else {}))
+            echo(f"# trial {trial.number} ({name}): {', '.join(f'{k}={override_value(v)}' for k, v in values.items())}")
+        failures = run_batch(batch)
+        for name, trial in names.items():
+            value = read_value(project, commit, name, metric) if not failures.get(name) else None
+            if value is not None:
+                study.tell(trial, value)
+                echo(f"# trial {trial.number} ({name}): val {metric} {value:.4f}")
+            elif (step := study.trials[trial.number].user_attrs.get(PRUNED_AT)) is not None:
+                study.tell(trial, state=TrialState.PRUNED)
+                echo(f"# trial {trial.number} ({name}): pruned at step {step}")
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+                echo(f"# trial {trial.number} ({name}) FAILED: {failures.get(name) or f'no val {metric} recorded'}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        best = study.best_trial
+    echo(
+        f"# best: trial {best.number} ({trial_name(study.study_name, best.number)}) val {metric} {best.value:.4f}, "
+        + ", ".join(f"{k}={v}" for k, v in best.params.items())
+    )
+
+
+def study_section(name: str, storage: str, figures: Path, relative_to: Path) -> str:
+    """The report's section for a study: trials by state, the best trial, parameter importances and the
+    optimisation history as a figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=_storage(storage))
+    except KeyError:
+        raise LlmclsError(f"no study {name!r} in {storage} (llmcls tune --study {name} makes it)") from None
+    metric = study.user_attrs.get("metric", "value")
+    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    lines = [f"## Hyperparameter search: {name}", ""]
+    lines.append(
+        f"Optuna study `{name}` ({storage}), {study.direction.name.lower()} val {metric}: "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        + "."
+    )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "\n".join([*lines, "", "No trial has finished yet."])
+    best = study.best_trial
+    lines += [
+        "",
+        f"**Best: trial {best.number}** (`dvc exp apply {trial_name(name, best.number)}`): val {metric} "
+        f"{best.value:.4f}",
+        "",
+    ]
+    lines += ["| parameter | best value | importance |", "|---|---|---|"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importances = optuna.importance.get_param_importances(study) if len(complete) > 1 else {}
+        except (RuntimeError, ValueError):  # every trial with the same value: nothing to attribute
+            importances = {}
+        for key, value in best.params.items():
+            share = importances.get(key)
+            lines.append(f"| {key} | {value} | {'' if share is None else f'{share:.2f}'} |")
+        lines += ["", "| trial | experiment | state | val " + metric + " | " + " | ".join(best.params) + " |"]
+        lines.append("|---" * (4 + len(best.params)) + "|")
+        for trial in study.trials:
+            value = "" if trial.value is None else f"{trial.value:.4f}"
+            cells = [str(trial.number), trial_name(name, trial.number), trial.state.name.lower(), value]
+            lines.append("| " + " | ".join(cells + [str(trial.params.get(k, "")) for k in best.params]) + " |")
+        axes = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=f"val {metric}")
+    figures.mkdir(parents=True, exist_ok=True)
+    figure = figures / f"tune_history_{name}.png"
+    axes.figure.savefig(figure, dpi=100, bbox_inches="tight")
+    plt.close(axes.figure)
+    lines += ["", f"![optimisation history]({figure.relative_to(relative_to).as_posix()})"]
+    return "\n".join(lines)
