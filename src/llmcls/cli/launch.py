@@ -121,14 +121,11 @@ def srun_command(env: Mapping[str, str], num_machines: int, argv: Sequence[str])
 def main(config_file: str, num_processes: int, num_machines: int, script: tuple[str, ...]) -> None:
     """Replace this process with accelerate launch (or, on a SLURM batch host, with srun of this command)."""
     env = dict(os.environ)
-    try:
-        node = node_from_env(env, num_machines) if num_machines > 1 else None
-        if num_machines > 1 and node is None:
-            command, env = srun_command(env, num_machines, sys.argv[1:])
-        else:
-            command = accelerate_command(config_file, num_processes, num_machines, node, script)
-    except LlmclsError as error:
-        raise click.ClickException(str(error)) from None
+    node = node_from_env(env, num_machines) if num_machines > 1 else None
+    if num_machines > 1 and node is None:
+        command, env = srun_command(env, num_machines, sys.argv[1:])
+    else:
+        command = accelerate_command(config_file, num_processes, num_machines, node, script)
     sys.stdout.flush()
     # exec: the launcher's signals and exit status are the stage's own (DVC kills and waits on this pid).
     os.execvpe(command[0], command, env)

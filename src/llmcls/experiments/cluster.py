@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shlex
 import shutil
 import subprocess
@@ -45,6 +44,7 @@ class JobSpec:
     config: tuple[tuple[str, ...], ...]  # `dvc remote add --local -f NAME URL` / `dvc config --local KEY VALUE`
     clone: str  # the job's working folder (removed after a pushed experiment)
     env: tuple[tuple[str, str], ...] = ()  # added to the run's environment (a `llmcls tune --prune` trial's id)
+    status: str = ""  # the JSON file the job writes its state to: running, finished or failed (with why)
 
     def commands(self) -> list[list[str]]:
         """The job's commands after the clone, in order (printed by --dry-run)."""
@@ -68,18 +68,34 @@ def _call(command: Sequence[str], cwd: str | Path | None = None, env: Mapping[st
 
 
 def run_point(spec: JobSpec) -> str:
-    """The job: clone at the sweep's commit, run the point as a DVC experiment, push it. Runs on the node."""
-    clone = Path(spec.clone)
-    if clone.exists():  # an earlier attempt of this point: start clean
-        shutil.rmtree(clone)
-    clone.parent.mkdir(parents=True, exist_ok=True)
-    _call(["git", "clone", "--quiet", "--no-checkout", spec.repo, str(clone)])
-    _call(["git", "checkout", "--quiet", "--detach", spec.commit], clone)
-    for command in spec.commands():
-        print(f"llmcls job {spec.name}: {shlex.join(command)}", flush=True)
-        print(_call(command, clone, dict(spec.env))[-2000:], flush=True)
-    shutil.rmtree(clone)  # pushed: the clone holds nothing the remotes lack
+    """The job: clone at the sweep's commit, run the point as a DVC experiment, push it. Runs on the node.
+    Its state goes to a JSON file (not submitit's result pickle: llmcls loads no pickle)."""
+    write_status(spec.status, "running")
+    try:
+        clone = Path(spec.clone)
+        if clone.exists():  # an earlier attempt of this point: start clean
+            shutil.rmtree(clone)
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        _call(["git", "clone", "--quiet", "--no-checkout", spec.repo, str(clone)])
+        _call(["git", "checkout", "--quiet", "--detach", spec.commit], clone)
+        for command in spec.commands():
+            print(f"llmcls job {spec.name}: {shlex.join(command)}", flush=True)
+            print(_call(command, clone, dict(spec.env))[-2000:], flush=True)
+        shutil.rmtree(clone)  # pushed: the clone holds nothing the remotes lack
+    except Exception as error:
+        write_status(spec.status, "failed", f"{type(error).__name__}: {_last_line(str(error))}")
+        raise
+    write_status(spec.status, "finished")
     return spec.name
+
+
+def write_status(path: str, state: str, detail: str = "") -> None:
+    from llmcls.core.outputs import staged_file
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with staged_file(Path(path)) as tmp:
+            tmp.write_text(json.dumps({"state": state, "detail": detail}))
 
 
 def job_config(project: Path) -> tuple[tuple[str, ...], ...]:
@@ -140,6 +156,7 @@ class Submitted:
     job_id: str
     folder: str
     commit: str
+    status_file: str
 
     def paths(self):
         from submitit.core.utils import JobPaths
@@ -150,13 +167,14 @@ class Submitted:
         return str(self.paths().stderr)
 
     def status(self) -> tuple[str, str]:
-        """("finished" | "failed" | "running", detail). A job that wrote no result is running while its process
-        (local) or SLURM job is alive, failed after."""
-        result = self.paths().result_pickle
-        if result.exists():
-            with result.open("rb") as handle:
-                outcome, value = pickle.load(handle)
-            return ("finished", "") if outcome == "success" else ("failed", _last_line(str(value)))
+        """("finished" | "failed" | "running", detail). A job that has not written its end is running while its
+        process (local) or SLURM job is alive, failed after (killed, timed out, cancelled)."""
+        try:
+            written = json.loads(Path(self.status_file).read_text())
+        except (OSError, ValueError):
+            written = {"state": "submitted"}
+        if written["state"] in ("finished", "failed"):
+            return written["state"], written.get("detail", "")
         if self.backend == "submitit-local":
             alive = _pid_alive(int(self.job_id))
             return ("running", "") if alive else ("failed", "its process ended without a result (killed?)")
@@ -235,12 +253,14 @@ def submit(
     submitted: list[Submitted] = []
 
     def keep(spec: JobSpec, job) -> None:
-        entry = Submitted(spec.name, backend, str(job.job_id), str(folder), spec.commit)
+        entry = Submitted(spec.name, backend, str(job.job_id), str(folder), spec.commit, spec.status)
         record[spec.name] = entry
         submitted.append(entry)
         write_record(project, record)
         echo(f"# submitted {spec.name}: job {entry.job_id}, log {entry.log()}")
 
+    for spec in specs:  # before the job starts, so an earlier attempt's end is not read as this one's
+        write_status(spec.status, "submitted")
     if backend == "slurm":
         with made.batch():
             pending = [(spec, made.submit(run_point, spec)) for spec in specs]
@@ -311,7 +331,8 @@ def spec_maker(project: Path, remote: str, work_dir: Path) -> Callable[..., JobS
 
     def make(name: str, overrides: tuple[str, ...], env: Mapping[str, str] | None = None) -> JobSpec:
         clone = str((work_dir / name).resolve())
-        return JobSpec(name, overrides, repo, commit, config, clone, tuple((env or {}).items()))
+        status = str((project / JOBS_DIR / "status" / f"{name}.json").resolve())
+        return JobSpec(name, overrides, repo, commit, config, clone, tuple((env or {}).items()), status)
 
     return make
 
