@@ -307,3 +307,15 @@ def reproduced_copy(reproduced, tmp_path) -> Path:
 def commit_all(repo: Path, message: str = "test") -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", message], repo)
+
+
+def shared_remotes(project: Path, tmp_path: Path) -> Path:
+    """``project`` with a bare git remote `origin` and a directory DVC remote `storage`, both pushed: what the
+    nodes of a cluster clone and pull from."""
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "remote", "add", "origin", str(origin)], project)
+    run(["git", "push", "-q", "-u", "origin", "HEAD"], project)
+    run(["dvc", "remote", "add", "--local", "-f", "storage", str(tmp_path / "storage")], project)
+    run(["dvc", "push", "-q"], project)
+    return origin

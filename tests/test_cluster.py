@@ -1,6 +1,7 @@
 """Sweeps as scheduler jobs (experiments/cluster.py): each point in its own clone at the sweep's commit, pushed to
 a git remote and a DVC remote, collected elsewhere. submitit's local executor runs the jobs as processes here."""
 
+import json
 import os
 import shutil
 import socket
@@ -10,23 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, run
+from conftest import BIN, run, shared_remotes
 from dvc.repo import Repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 LLMCLS = BIN + "/llmcls"
-
-
-def shared(project, tmp_path):
-    """``project`` with a bare git remote `origin` and a directory DVC remote `storage`, both pushed: what the
-    nodes of a cluster clone and pull from."""
-    origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    run(["git", "remote", "add", "origin", str(origin)], project)
-    run(["git", "push", "-q", "-u", "origin", "HEAD"], project)
-    run(["dvc", "remote", "add", "--local", "-f", "storage", str(tmp_path / "storage")], project)
-    run(["dvc", "push", "-q"], project)
-    return origin
 
 
 def report_seeds(project) -> str:
@@ -39,8 +28,8 @@ def report_seeds(project) -> str:
 
 def test_a_job_sweep_pushes_each_point_collects_elsewhere_and_resubmits_only_a_failed_one(reproduced_copy, tmp_path):
     project = reproduced_copy
-    origin = shared(project, tmp_path)
-    sweep = [LLMCLS, "sweep", "--backend", "submitit-local", "--seeds", "1,2,3", "-j", "2"]
+    origin = shared_remotes(project, tmp_path)
+    sweep = [LLMCLS, "sweep", "--backend", "submitit-local", "--seeds", "1,2,3", "-j", "3"]
     dry = run([*sweep, "--dry-run"], project).stdout
     assert dry.count("dvc exp run --pull -n custom-") == 3 and "(dry run)" in dry
     # A point whose node cannot make its clone (a file where its folder goes) fails; the others do not.
@@ -77,6 +66,12 @@ def test_a_job_sweep_pushes_each_point_collects_elsewhere_and_resubmits_only_a_f
     assert sorted(run(["dvc", "exp", "list", "--name-only"], other).stdout.split()) == sorted(names)
     assert subprocess.run(["git", "status", "--porcelain"], cwd=other, capture_output=True, text=True).stdout == ""
     assert report_seeds(other) == "4"  # seeds 0 (the commit) and 1, 2, 3 (the jobs)
+    # A collected experiment applies and checks out like one run here: its settings and its trained adapter.
+    run(["dvc", "exp", "apply", names[0]], other)
+    shutil.rmtree(other / "models" / "classifier")
+    run(["dvc", "checkout"], other)
+    meta = json.loads((other / "models" / "classifier" / "llmcls.json").read_text())
+    assert meta["params"]["train"]["seed"] == 1 and "seed: 1" in (other / "params.yaml").read_text()
 
 
 SLURM_CONF = """ClusterName=llmcls-test
@@ -158,7 +153,7 @@ def slurm():
 
 def test_a_sweep_runs_as_sbatch_array_jobs_of_a_real_slurm(slurm, reproduced_copy, tmp_path):
     project = reproduced_copy
-    shared(project, tmp_path)
+    shared_remotes(project, tmp_path)
     sweep = [LLMCLS, "sweep", "--backend", "slurm", "--seeds", "1,2", "-j", "2", "--slurm", "cpus_per_task=1"]
     out = run([*sweep, "--wait"], project, env=slurm).stdout
     submitted = [line.split()[4].rstrip(",") for line in out.splitlines() if line.startswith("# submitted ")]

@@ -37,10 +37,12 @@ def eval_metrics(project):
     return {split: metrics[split] for split in ("val", "test")}
 
 
-def test_two_processes_match_one_with_the_same_global_batch(reproduced_copy, tiny_model_dir):
-    # 32 training rows, global batch 8: one process x 8 rows, or two x 4. With the same seed both draw the same
-    # permutation; accelerate hands batch 2k to rank 0 and 2k+1 to rank 1, so each step sees the same 8 rows and
-    # DDP's mean of the two 4-row mean gradients is the 8-row mean. Only float summation order differs.
+def test_two_machines_of_two_processes_match_one_process_with_the_same_global_batch(reproduced_copy, tiny_model_dir):
+    # 32 training rows, global batch 8: one process x 8 rows, or 2 machines x 2 processes x 2 rows. With the same
+    # seed all draw the same permutation; accelerate hands batch 4s + k to global rank k, so each step sees the
+    # same 8 rows and DDP's mean of the four 2-row mean gradients is the 8-row mean. Only float summation order
+    # differs. The machines are two launchers on this host (ranks 0 and 1, static rendezvous on 127.0.0.1):
+    # machine 0 runs `dvc repro`, machine 1 `llmcls train-node`. (One machine's DDP: the token-budget test.)
     settings = {
         "split.train_size": 32,
         "train.max_steps": 8,
@@ -53,14 +55,6 @@ def test_two_processes_match_one_with_the_same_global_batch(reproduced_copy, tin
     one = eval_metrics(project)
     one_adapter = load_file(project / "models" / "classifier" / "adapter_model.safetensors")
 
-    changes = ["train.launch.strategy=ddp", "train.launch.num_processes=2", "train.batch_size=4"]
-    sets = [a for c in changes for a in ("-S", c)]
-    exp = run(["dvc", "exp", "run", *sets, "evaluate"], project, env={"ACCELERATE_USE_CPU": "1"})
-    assert "--config-file configs/accelerate/ddp.yaml --num-processes 2 --num-machines 1" in exp.stdout
-    assert_same_training(project, one, one_adapter, world_size=2)
-
-    # Two machines x two processes x 2 rows: two launchers on this host, ranks 0 and 1, static rendezvous on
-    # 127.0.0.1. Machine 0 runs `dvc repro`, machine 1 `llmcls train-node`; batches 4s..4s+3 make step s.
     four = {"train.launch.strategy": "ddp", "train.launch.num_processes": 2, "train.launch.num_machines": 2}
     write_params(project, **(tiny_train_overrides(tiny_model_dir) | CUSTOM | settings | four | {"train.batch_size": 2}))
     node = {"ACCELERATE_USE_CPU": "1", "LLMCLS_MAIN_IP": "127.0.0.1", "LLMCLS_MAIN_PORT": str(free_port())}

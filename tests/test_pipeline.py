@@ -74,7 +74,7 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
         ),
     )
     commit_all(project_copy)
-    run(["dvc", "repro"], project_copy)
+    run(["dvc", "repro", "submit"], project_copy)  # and what it needs (prompt_only is not upstream)
     submission = pd.read_csv(project_copy / "data" / "submission.csv")
     expected = pd.read_csv(SHARED / "lmsys_arena" / "sample_submission.csv")
     assert list(submission.columns) == list(expected.columns)
@@ -89,8 +89,8 @@ def test_arena_sample_gives_a_valid_submission(project_copy, tiny_model_dir):
 
 
 def test_headerless_tsv_with_an_empty_row_then_predict_and_export(project_copy, tiny_model_dir, tmp_path):
-    """A user's files as they come (no header, label ids with a names file, one empty text), `dvc repro` with
-    bad_rows: skip, then `llmcls predict` / `llmcls export` on the result."""
+    """A user's files as they come (no header, label ids with a names file, one empty text), `dvc repro evaluate`
+    with bad_rows: skip, then `llmcls predict` / `llmcls export` on the result."""
     rows = sentiment_frame(30)
     rows.loc[7, "sentence"] = ""
     custom = project_copy / "data" / "custom"
@@ -107,7 +107,7 @@ def test_headerless_tsv_with_an_empty_row_then_predict_and_export(project_copy, 
     }
     write_params(project_copy, **tiny_train_overrides(tiny_model_dir), **settings)
     commit_all(project_copy)
-    result = run(["dvc", "repro"], project_copy)
+    result = run(["dvc", "repro", "evaluate"], project_copy)  # what predict and export read
     assert "skipped 1 bad row(s)" in result.stdout and "news.tsv row 8 (id train-7)" in result.stdout
     report = json.loads((project_copy / "metrics" / "bad_rows.json").read_text())
     assert report["skipped"] == 1 and report["rows"][0]["row"] == 8

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, run, shared_remotes
 
 from llmcls.core.errors import LlmclsError
 from llmcls.experiments import tune as tuning
@@ -128,12 +128,15 @@ def test_a_trial_behind_the_median_is_pruned_inside_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.dvc
 @pytest.mark.model
-def test_tune_runs_trials_as_experiments_resumes_and_reports_the_best(reproduced_copy):
+def test_tune_runs_trials_as_experiments_resumes_and_reports_the_best(reproduced_copy, tmp_path):
+    """4 trials as jobs (two at a time, each in its own clone, pushed and collected), then the study continues
+    here to 6: both backends, one study."""
     project, llmcls = reproduced_copy, BIN + "/llmcls"
+    shared_remotes(project, tmp_path)
     tune = [llmcls, "tune", "--study", "t", "--param", "train.learning_rate=float:0.001:0.05:log"]
     tune += ["--param", "train.lora.r=choice:2,4"]
-    first = run([*tune, "--trials", "4"], project).stdout
-    assert first.count("): val accuracy ") == 4 and "# best: trial " in first
+    first = run([*tune, "--trials", "4", "--backend", "submitit-local", "-j", "2"], project).stdout
+    assert first.count("): val accuracy ") == 4 and "# best: trial " in first and first.count("# collected ") == 4
     assert sorted(run(["dvc", "exp", "list", "--name-only"], project).stdout.split()) == ["t-0", "t-1", "t-2", "t-3"]
     again = run([*tune, "--trials", "6"], project).stdout
     assert "trial 4 (t-4)" in again and "trial 5 (t-5)" in again and "trial 3 " not in again
