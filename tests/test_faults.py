@@ -71,8 +71,9 @@ def process_with(words: bytes, under: Path | None = None) -> int | None:
     return None
 
 
-def stage_running(stage: str) -> bool:
-    return process_with(f"stages/{stage}.py".encode()) is not None
+def stage_running(stage: str, project: Path) -> bool:
+    """Whether ``project``'s ``stage`` has a process (another project's, such as a parallel test's, does not count)."""
+    return process_with(f"stages/{stage}.py".encode(), under=project) is not None
 
 
 def kill_during(project: Path, stage: str, delay: float) -> bool:
@@ -87,13 +88,13 @@ def kill_during(project: Path, stage: str, delay: float) -> bool:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while not stage_running(stage):
+    while not stage_running(stage, project):
         if repro.poll() is not None:  # over before it was seen (a fast stage): nothing was interrupted
             return False
         assert time.time() < deadline, f"{stage} did not start in 120 s"
         time.sleep(0.01)
     time.sleep(delay)
-    landed = repro.poll() is None and stage_running(stage)
+    landed = repro.poll() is None and stage_running(stage, project)
     os.killpg(repro.pid, signal.SIGKILL)
     repro.wait()
     return landed
@@ -193,7 +194,7 @@ def test_two_repros_at_once_the_second_stops_at_the_lock(reproduced, reproduced_
         ["dvc", "repro", "-f", "-s", "train"], cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
-    while not stage_running("train"):
+    while not stage_running("train", project):
         assert first.poll() is None and time.time() < deadline
         time.sleep(0.01)
     second = run(["dvc", "repro", "evaluate"], project, check=False)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import ROOT, default_params
 from dvc.utils.hydra import apply_overrides
 
+from llmcls.cli import experiments as cli_experiments
 from llmcls.cli import main as cli
 from llmcls.config.params import read_yaml
 from llmcls.experiments.aggregate import (
@@ -427,7 +428,7 @@ def test_sweep_values_read_back_unchanged_through_dvc_set_param(tmp_path, value)
 
 
 def test_sweep_command_dry_run_prints_the_dvc_commands(monkeypatch):
-    monkeypatch.setattr(cli, "exp_show", lambda scope: [])
+    monkeypatch.setattr(cli_experiments, "exp_show", lambda scope: [])  # no dvc: a fast test
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(
         cli.main, ["sweep", "--datasets", "sst2,r8", "--train-sizes", "2000", "--dry-run", "--start", "-j", "2"]
@@ -444,7 +445,7 @@ def test_sweep_command_dry_run_prints_the_dvc_commands(monkeypatch):
 
 
 def test_sweep_rejects_an_unknown_setting(monkeypatch):
-    monkeypatch.setattr(cli, "exp_show", lambda scope: [])
+    monkeypatch.setattr(cli_experiments, "exp_show", lambda scope: [])  # no dvc: a fast test
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(cli.main, ["sweep", "--set", "train.learnign_rate=0.1", "--dry-run"])
     assert result.exit_code == 1 and "unknown params keys ['train.learnign_rate']" in result.output

@@ -108,6 +108,16 @@ def test_the_loop_asks_runs_tells_resumes_and_counts_failed_trials_out(repo):
         tuning.open_study("s", storage, "minimize", "log_loss", 0, False)
 
 
+def test_a_study_whose_trials_all_fail_stops_with_the_reason(repo):
+    storage = f"sqlite:///{repo}/tune.db"
+    spaces = tuning.search_space(None, ["train.lora.r=choice:4,8"], REFERENCE)
+    study = tuning.open_study("f", storage, "maximize", "accuracy", 0, False)
+    batch, seen = fake_runs(repo, lambda o: 0.5, fail={"f-0", "f-1", "f-2"})
+    with pytest.raises(LlmclsError, match="2 trial\\(s\\) failed and 0 finished in this run; the last: boom"):
+        tuning.tune(repo, study, spaces, {}, 5, "accuracy", storage, False, batch, 2, lambda line: None)
+    assert len(seen) == 2  # stopped after the first batch
+
+
 def test_a_trial_behind_the_median_is_pruned_inside_training(tmp_path):
     storage = f"sqlite:///{tmp_path}/tune.db"
     study = tuning.open_study("p", storage, "maximize", "accuracy", 0, True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,26 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where `llmcls sweep` / `llmcls tune` run experiments: the five shared options as one value."""
+
+    name: str  # local | submitit-local | slurm
+    remote: str
+    slurm_sets: tuple[str, ...]
+    slurm_config: Path | None
+    work_dir: Path
+
+    def parameters(self) -> dict[str, Any]:
+        """submitit's SLURM parameters: the config file's, then --slurm KEY=VALUE over them."""
+        from llmcls.config.params import read_yaml
+
+        text = self.slurm_config.read_text(encoding="utf-8") if self.slurm_config else ""
+        return dict(read_yaml(text) or {}) | _settings(self.slurm_sets)
+
+
 def _backend_options(func):
-    """The job-backend options `llmcls sweep` and `llmcls tune` share."""
+    """The job-backend options `llmcls sweep` and `llmcls tune` share, handed to the command as ``backend``."""
     options = [
         click.option(
             "--backend",
@@ -58,9 +78,14 @@ def _backend_options(func):
             help="where jobs clone the repository (on every node: a shared or node-local disk)",
         ),
     ]
+
+    @functools.wraps(func)
+    def command(*args, backend, remote, slurm_sets, slurm_config, work_dir, **kwargs):
+        return func(*args, backend=Backend(backend, remote, slurm_sets, slurm_config, work_dir), **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -88,10 +113,6 @@ def sweep(
     start,
     jobs,
     backend,
-    remote,
-    slurm_sets,
-    slurm_config,
-    work_dir,
     wait,
     collect,
     dry_run,
@@ -127,9 +148,8 @@ def sweep(
     for line in released:
         click.echo(f"# {line}")
     planned = plan(grid(axes, extra), extra, reference, runs)
-    if collect or backend != "local":
-        parameters = _slurm_parameters(slurm_sets, slurm_config)
-        _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wait, collect, dry_run)
+    if collect or backend.name != "local":
+        _job_sweep(project, backend, planned, jobs, wait, collect, dry_run)
         return
     if not dry_run:
         from llmcls.data.remotes import pin_datasets_folder
@@ -155,23 +175,17 @@ def sweep(
     click.echo(f"# {queued} queued, {len(planned) - queued} skipped" + (" (dry run)" if dry_run else ""))
 
 
-def _slurm_parameters(pairs: tuple[str, ...], config: Path | None) -> dict[str, Any]:
-    from llmcls.config.params import read_yaml
-
-    parameters = dict(read_yaml(config.read_text(encoding="utf-8")) or {}) if config else {}
-    return parameters | _settings(pairs)
-
-
-def _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wait, collect, dry_run) -> None:
+def _job_sweep(project: Path, backend: Backend, planned, jobs: int, wait, collect: bool, dry_run: bool) -> None:
     """The job backends of `llmcls sweep` (experiments/cluster.py), and --collect for any backend."""
     from llmcls.experiments import cluster
 
+    remote = backend.remote
     if collect:
         failed = cluster.outcome(project, remote, [item.name for item in planned], click.echo)
         if failed:
             raise LlmclsError(f"{len(failed)} point(s) failed: run the same `llmcls sweep` to submit them again")
         return
-    specs = cluster.plan_jobs(project, backend, planned, remote, work_dir, click.echo)
+    specs = cluster.plan_jobs(project, backend.name, planned, remote, backend.work_dir, click.echo)
     for spec in specs:
         click.echo(f"# job {spec.name}: git clone {spec.repo} {spec.clone} && git checkout {spec.commit}")
         for command in spec.commands():
@@ -179,8 +193,8 @@ def _job_sweep(project, backend, planned, remote, parameters, work_dir, jobs, wa
     if dry_run or not specs:
         click.echo(f"# {len(specs)} job(s) to submit, {len(planned) - len(specs)} skipped" + " (dry run)" * dry_run)
         return
-    submitted = cluster.submit(project, backend, specs, parameters, jobs, click.echo)
-    if wait if wait is not None else backend == "submitit-local":
+    submitted = cluster.submit(project, backend.name, specs, backend.parameters(), jobs, click.echo)
+    if wait if wait is not None else backend.name == "submitit-local":
         cluster.wait(submitted)
         failed = cluster.outcome(project, remote, [job.name for job in submitted], click.echo)
         if failed:
@@ -232,10 +246,6 @@ def tune(
     params_path,
     jobs,
     backend,
-    remote,
-    slurm_sets,
-    slurm_config,
-    work_dir,
 ) -> None:
     """Search hyperparameters with Optuna (TPE): each trial a DVC experiment, valued on the validation split by
     train.metric_for_best. Run again with the same --study to continue; `llmcls report --study` shows it."""
@@ -255,7 +265,7 @@ def tune(
     storage = storage_url(storage, project)
     study = tuning.open_study(study_name, storage, direction, metric, seed, prune)
     click.echo(f"# study {study_name} ({storage}): {direction} val {metric} over {', '.join(spaces)}")
-    if backend == "local":
+    if backend.name == "local":
         if jobs != 1:
             raise LlmclsError("--backend local runs one trial at a time: parallel trials need submitit-local or slurm")
 
@@ -263,13 +273,14 @@ def tune(
             return {name: tuning.run_local(project, name, overrides, env) for name, overrides, env in batch}
 
     else:
-        make = cluster.spec_maker(project, remote, work_dir)
-        parameters = _slurm_parameters(slurm_sets, slurm_config)
+        make = cluster.spec_maker(project, backend.remote, backend.work_dir)
+        parameters = backend.parameters()
 
         def run_batch(batch):
-            submitted = cluster.submit(project, backend, [make(*item) for item in batch], parameters, jobs, click.echo)
+            specs = [make(*item) for item in batch]
+            submitted = cluster.submit(project, backend.name, specs, parameters, jobs, click.echo)
             cluster.wait(submitted)
-            failed = cluster.outcome(project, remote, [job.name for job in submitted], click.echo)
+            failed = cluster.outcome(project, backend.remote, [job.name for job in submitted], click.echo)
             return {job.name: f"job failed (log: {job.log()})" if job.name in failed else "" for job in submitted}
 
     tuning.tune(project, study, spaces, extra, trials, metric, storage, prune, run_batch, jobs, click.echo)

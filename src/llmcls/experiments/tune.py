@@ -228,6 +228,7 @@ def tune(
         # A tune killed mid-trial left it running for ever: it ran nothing that counts; it is failed, and redone.
         study.tell(stale.number, state=TrialState.FAIL)
         echo(f"# trial {stale.number}: left running by an earlier tune, marked failed")
+    finished = failed = 0  # in this run: a study whose trials all fail stops instead of asking for ever
     while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))) < trials:
         asked = [study.ask() for _ in range(min(batch_size, trials - done))]
         batch, names = [], {}
@@ -236,21 +237,30 @@ def tune(
             name = trial_name(study.study_name, trial.number)
             names[name] = trial
             overrides = tuple(f"{k}={override_value(v)}" for k, v in (dict(extra) | values).items())
+            # The storage's trial id (Optuna keeps it private): what the train stage reopens the trial with.
             env = {TRIAL_ENV: json.dumps({"storage": storage, "study": study.study_name, "trial_id": trial._trial_id})}
             batch.append((name, overrides, env if prune else {}))
             echo(f"# trial {trial.number} ({name}): {', '.join(f'{k}={override_value(v)}' for k, v in values.items())}")
         failures = run_batch(batch)
         for name, trial in names.items():
             value = read_value(project, commit, name, metric) if not failures.get(name) else None
+            finished += value is not None
             if value is not None:
                 study.tell(trial, value)
                 echo(f"# trial {trial.number} ({name}): val {metric} {value:.4f}")
             elif (step := study.trials[trial.number].user_attrs.get(PRUNED_AT)) is not None:
+                finished += 1
                 study.tell(trial, state=TrialState.PRUNED)
                 echo(f"# trial {trial.number} ({name}): pruned at step {step}")
             else:
+                failed += 1
+                why = failures.get(name) or f"no val {metric} recorded"
                 study.tell(trial, state=TrialState.FAIL)
-                echo(f"# trial {trial.number} ({name}) FAILED: {failures.get(name) or f'no val {metric} recorded'}")
+                echo(f"# trial {trial.number} ({name}) FAILED: {why}")
+                if failed >= trials or (not finished and failed >= batch_size):
+                    raise LlmclsError(f"{failed} trial(s) failed and {finished} finished in this run; the last: {why}")
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise LlmclsError(f"study {study.study_name!r} has no complete trial (all pruned or failed)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         best = study.best_trial
