@@ -266,7 +266,7 @@ def tune(
         best = study.best_trial
     echo(
         f"# best: trial {best.number} ({trial_name(study.study_name, best.number)}) val {metric} {best.value:.4f}, "
-        + ", ".join(f"{k}={v}" for k, v in best.params.items())
+        + ", ".join(f"{k}={_shown(v)}" for k, v in best.params.items())
     )
 
 
@@ -312,13 +312,13 @@ def study_section(name: str, storage: str, figures: Path, relative_to: Path) -> 
             importances = {}
         for key, value in best.params.items():
             share = importances.get(key)
-            lines.append(f"| {key} | {value} | {'' if share is None else f'{share:.2f}'} |")
+            lines.append(f"| {key} | {_shown(value)} | {'' if share is None else f'{share:.2f}'} |")
         lines += ["", "| trial | experiment | state | val " + metric + " | " + " | ".join(best.params) + " |"]
         lines.append("|---" * (4 + len(best.params)) + "|")
         for trial in study.trials:
             value = "" if trial.value is None else f"{trial.value:.4f}"
             cells = [str(trial.number), trial_name(name, trial.number), trial.state.name.lower(), value]
-            lines.append("| " + " | ".join(cells + [str(trial.params.get(k, "")) for k in best.params]) + " |")
+            lines.append("| " + " | ".join(cells + [_shown(trial.params.get(k, "")) for k in best.params]) + " |")
         axes = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=f"val {metric}")
     figures.mkdir(parents=True, exist_ok=True)
     figure = figures / f"tune_history_{name}.png"
@@ -326,3 +326,8 @@ def study_section(name: str, storage: str, figures: Path, relative_to: Path) -> 
     plt.close(axes.figure)
     lines += ["", f"![optimisation history]({figure.relative_to(relative_to).as_posix()})"]
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A trial's value for a table: floats to 4 significant digits (TPE draws 0.0005176340429875835)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -273,6 +273,9 @@ def train_classifier(
         # Resumption state is for an interrupted run. Kept after a finished one, a forced re-run of the same
         # settings "resumed" at the last step and trained nothing, and its curves lost their eval series.
         remove(checkpoint_dir)
+    # Every rank leaves the process group together (after the barrier above): across machines, a rank that
+    # exits without it can leave the others waiting on a collective that never comes.
+    trainer.accelerator.end_training()
     # Timings and memory go to the stage's run log, apart from the model and its metrics.
     run = {
         "train_runtime_s": result.metrics["train_runtime"],
