@@ -54,11 +54,15 @@ push: install
 pull: install
 	$(BIN)/dvc pull
 
+# Test processes (pytest-xdist). The suite mostly waits on single-threaded work (python and torch imports in each
+# stage process, dvc itself), so two workers on 2 cores nearly halve it; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 # What CI runs: lint (ruff, the import layers), then every test, with the 30 slowest tests' times printed.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/pytest --durations=30
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 # Between two edits: the unit tests that need no model and no dvc.
 test-fast: $(VENV)/.installed-test
