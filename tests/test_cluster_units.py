@@ -3,6 +3,7 @@
 import os
 import subprocess
 
+import pytest
 from dvc.repo import Repo
 
 from llmcls.experiments.cluster import JobSpec, Submitted, job_config, write_status
@@ -47,3 +48,22 @@ def test_a_jobs_state_is_what_it_wrote_or_whether_its_process_lives(tmp_path):
     write_status(str(status), "running")
     dead = Submitted("p", "submitit-local", str(gone.pid), str(tmp_path), "c0ffee", str(status))
     assert dead.status()[0] == "failed" and "without a result" in dead.status()[1]
+
+
+@pytest.mark.parametrize(
+    ("reply", "state"),
+    [
+        ("echo RUNNING", "running"),  # listed
+        ("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", "failed"),  # ended, purged
+        ("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1", "running"),  # unknown
+    ],
+)
+def test_a_slurm_job_without_its_end_is_read_from_squeue(tmp_path, monkeypatch, reply, state):
+    fake = tmp_path / "bin" / "squeue"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\n{reply}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    status = tmp_path / "p.json"
+    write_status(str(status), "running")
+    assert Submitted("p", "slurm", "7_1", str(tmp_path), "c0ffee", str(status)).status()[0] == state

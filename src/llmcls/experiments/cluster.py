@@ -180,6 +180,9 @@ class Submitted:
             return ("running", "") if alive else ("failed", "its process ended without a result (killed?)")
         # squeue, not sacct: it needs no accounting database, and a job it no longer lists has ended.
         listed = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
+        if listed.returncode != 0 and "invalid job id" not in listed.stderr.lower():
+            # slurmctld busy or unreachable: not knowing is not a failure (that would submit the point twice).
+            return "running", f"unknown (squeue: {_last_line(listed.stderr)})"
         state = listed.stdout.strip().lower() if listed.returncode == 0 else ""
         if state and state not in ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory"):
             return "running", state
