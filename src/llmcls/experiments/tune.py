@@ -34,31 +34,29 @@ class _Space(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FloatSpace(_Space):
-    type: Literal["float"]
-    low: float
-    high: float
+class _Range(_Space):
+    """A numeric range: low < high, and low > 0 on a log scale."""
+
     log: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> FloatSpace:
+    def _check(self):
         if not self.low < self.high or (self.log and self.low <= 0):
             raise ValueError(f"needs low < high{' and low > 0 (log)' if self.log else ''}")
         return self
 
 
-class IntSpace(_Space):
+class FloatSpace(_Range):
+    type: Literal["float"]
+    low: float
+    high: float
+
+
+class IntSpace(_Range):
     type: Literal["int"]
     low: int
     high: int
     step: int = 1
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> IntSpace:
-        if not self.low < self.high or (self.log and self.low <= 0):
-            raise ValueError(f"needs low < high{' and low > 0 (log)' if self.log else ''}")
-        return self
 
 
 class ChoiceSpace(_Space):
