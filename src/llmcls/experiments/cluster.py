@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcls.core.errors import LlmclsError
+from llmcls.experiments import workers
+from llmcls.experiments.runs import exp_ref
 
 BACKENDS = ("local", "submitit-local", "slurm")  # local: DVC's own queue in this workspace
 JOBS_DIR = Path(".dvc/tmp/llmcls-jobs")
@@ -142,7 +144,7 @@ def commit_on_remote(project: Path, remote: str) -> str:
 
 def pushed_experiments(project: Path, remote: str, commit: str) -> set[str]:
     """Names of the experiments of ``commit`` on the git remote (refs/exps/<sha[:2]>/<sha[2:]>/<name>)."""
-    prefix = f"refs/exps/{commit[:2]}/{commit[2:]}/"
+    prefix = exp_ref(commit, "")
     refs = _call(["git", "ls-remote", remote, f"{prefix}*"], project).split()
     return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
@@ -176,7 +178,7 @@ class Submitted:
         if written["state"] in ("finished", "failed"):
             return written["state"], written.get("detail", "")
         if self.backend == "submitit-local":
-            alive = _pid_alive(int(self.job_id))
+            alive = workers.alive(int(self.job_id))
             return ("running", "") if alive else ("failed", "its process ended without a result (killed?)")
         # squeue, not sacct: it needs no accounting database, and a job it no longer lists has ended.
         listed = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
@@ -192,18 +194,6 @@ class Submitted:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A finished child that nobody waited on is a zombie: it exists but is not running.
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
 
 
 def read_record(project: Path) -> dict[str, Submitted]:
@@ -308,7 +298,7 @@ def plan_jobs(
     if backend == "slurm" and any(k == "train.launch.num_machines" and v != 1 for p in planned for k, v in p.overrides):
         raise LlmclsError("--backend slurm runs one node per point: multi-node runs go through slurm/train.sbatch")
     make = spec_maker(project, remote, work_dir)
-    commit = make("", ()).commit
+    commit = make.commit
     pushed, record = pushed_experiments(project, remote, commit), read_record(project)
     specs = []
     for item in planned:
@@ -327,17 +317,25 @@ def plan_jobs(
     return specs
 
 
-def spec_maker(project: Path, remote: str, work_dir: Path) -> Callable[..., JobSpec]:
-    """A JobSpec factory for this project's commit (checked to be on ``remote``), remotes and work folder."""
+@dataclass(frozen=True)
+class SpecMaker:
+    """JobSpecs for this project's commit (checked to be on the remote), remotes and work folder."""
+
+    project: Path
+    repo: str
+    commit: str
+    config: tuple[tuple[str, ...], ...]
+    work_dir: Path
+
+    def __call__(self, name: str, overrides: tuple[str, ...], env: Mapping[str, str] | None = None) -> JobSpec:
+        clone = str((self.work_dir / name).resolve())
+        status = str((self.project / JOBS_DIR / "status" / f"{name}.json").resolve())
+        return JobSpec(name, overrides, self.repo, self.commit, self.config, clone, tuple((env or {}).items()), status)
+
+
+def spec_maker(project: Path, remote: str, work_dir: Path) -> SpecMaker:
     commit = commit_on_remote(project, remote)
-    repo, config = remote_url(project, remote), job_config(project)
-
-    def make(name: str, overrides: tuple[str, ...], env: Mapping[str, str] | None = None) -> JobSpec:
-        clone = str((work_dir / name).resolve())
-        status = str((project / JOBS_DIR / "status" / f"{name}.json").resolve())
-        return JobSpec(name, overrides, repo, commit, config, clone, tuple((env or {}).items()), status)
-
-    return make
+    return SpecMaker(project, remote_url(project, remote), commit, job_config(project), work_dir)
 
 
 def outcome(project: Path, remote: str, names: Sequence[str], echo: Callable[[str], None]) -> list[str]:

@@ -254,6 +254,11 @@ def exp_show(scope: str = "all-commits", cwd: str | None = None) -> list[dict[st
     return json.loads(result.stdout)
 
 
+def exp_ref(commit: str, name: str) -> str:
+    """The git ref DVC keeps experiment ``name`` of baseline ``commit`` under (pushed and pulled as it is)."""
+    return f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+
+
 def file_at(rev: str, path: str, cwd: str | None = None) -> str | None:
     """A git-tracked file (such as an eval report) as committed in ``rev``; the workspace reads the file."""
     if rev == "workspace":

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from llmcls.core.errors import LlmclsError
 from llmcls.evaluate.metrics import GREATER_IS_BETTER, metric_for_best
-from llmcls.experiments.runs import LLM_METRICS, task_of
+from llmcls.experiments.runs import LLM_METRICS, exp_ref, file_at, task_of
 from llmcls.train.pruning import PRUNED_AT, TRIAL_ENV
 
 DEFAULT_STORAGE = "sqlite:///tune.db"
@@ -177,11 +177,10 @@ class Outcome:
 
 def read_value(project: Path, commit: str, name: str, metric: str) -> float | None:
     """The experiment's validation ``metric`` (metrics/eval.json at its ref), None if it has none."""
-    ref = f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
-    shown = subprocess.run(["git", "show", f"{ref}:{LLM_METRICS}"], cwd=project, capture_output=True, text=True)
-    if shown.returncode != 0:
+    text = file_at(exp_ref(commit, name), LLM_METRICS, cwd=str(project))
+    if text is None:
         return None
-    value = json.loads(shown.stdout).get("val", {}).get(metric)
+    value = json.loads(text).get("val", {}).get(metric)
     return float(value) if value is not None else None
 
 

@@ -24,14 +24,19 @@ from llmcls.experiments.runs import Run
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    """Whether a process with this id runs (signal 0 checks without sending anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    # A finished child nobody has waited on yet is a zombie: it exists but no longer runs.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1]
+    except OSError:  # no /proc on this system: signal 0 said it exists
+        return True
+    return not state.startswith("Z")
 
 
 def orphaned(runs: Iterable[Run]) -> list[Run]:
