@@ -41,6 +41,7 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions, 
         settings.swap_tta,
         settings.max_new_tokens,
         settings.max_tokens,
+        params.model.trust_remote_code,
     )
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
         return

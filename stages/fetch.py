@@ -20,11 +20,17 @@ from llmcls.data.remotes import recorded_name, resolve_folder
 
 @click.command()
 @params_option
-@click.option("--data", default=None, help="the dataset's folder, or remote://<name> (a DVC remote's folder)")
+@click.option(
+    "--data",
+    default=None,
+    help="the dataset's folder, or remote://<name> (a DVC remote's folder); {dataset} becomes params `dataset`",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="raw data folder")
 @stage
 def main(params_path: str, data: str | None, out: Path) -> None:
     params = load_params(params_path)
+    # Filled in here, after validation (a catalog name), not by dvc.yaml's ${...} in a shell command.
+    data = data.replace("{dataset}", params.dataset) if data else None
     folder = resolve_folder(data) if data else None
     name = recorded_name(data) if data else ""
     inputs = Inputs(folder=folder, name=name, custom=folder if params.dataset == CUSTOM else None)

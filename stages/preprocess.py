@@ -30,7 +30,8 @@ SHOWN = 5  # skipped rows printed; the report has them all
 def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | None) -> None:
     params = load_params(params_path)
     spec = dataset_spec(params.dataset, params.custom, params.task)
-    stats, skipped = preprocess_dataset(spec, params.preprocess, raw, load_tokenizer(base), out)
+    tokenizer = load_tokenizer(base, params.model.trust_remote_code)
+    stats, skipped = preprocess_dataset(spec, params.preprocess, raw, tokenizer, out)
     if bad_rows is not None:
         write_json(bad_rows, bad_rows_report(skipped, params.preprocess.bad_rows))
     if skipped:

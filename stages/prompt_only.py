@@ -30,7 +30,8 @@ def main(params_path, split_dir, base, metrics, report, predictions, run_log) ->
     # The label texts as the prompt's {class_labels} shows them (preprocess recorded them in prompt.json).
     texts = SplitFolder(split_dir).prompt["label_texts"]
     precision = resolve_precision(params.train.precision)
-    summary, full, tables = evaluate_prompt_only(base, split_dir, texts, params.evaluate.batch_size, precision)
+    batch, trust = params.evaluate.batch_size, params.model.trust_remote_code
+    summary, full, tables = evaluate_prompt_only(base, split_dir, texts, batch, precision, trust)
     write_evaluation(summary, full, tables, metrics, report, predictions)
     write_run_log(run_log, rate(summary, time.perf_counter() - start))
     click.echo(f"prompt_only: label texts {texts}\n{shown_metrics(summary)}")

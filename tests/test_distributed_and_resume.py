@@ -72,7 +72,7 @@ def test_two_machines_of_two_processes_match_one_process_with_the_same_global_ba
     finally:
         other.kill()
     assert other.returncode == 0, output
-    assert "--num-processes 2 --num-machines 2" in repro.stdout
+    assert "--num_processes 4 --num_machines 2" in repro.stdout
     assert_same_training(project, one, one_adapter, world_size=4)
     assert run(["dvc", "status", "train"], project).stdout.strip().endswith("up to date.")  # lock recorded
 

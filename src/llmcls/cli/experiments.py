@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -14,8 +16,13 @@ import click
 
 from llmcls.config.params import load_params
 from llmcls.core.errors import LlmclsError
+from llmcls.core.processes import exclusive
 from llmcls.experiments.cluster import BACKENDS
 from llmcls.experiments.runs import exp_show, parse_exp_show
+
+# Held by sweep and tune for their whole run: the queue repair, the workspace they switch, jobs.json and the
+# study's stale-trial sweep never see two drivers at once in one project.
+EXPERIMENTS_LOCK = ".dvc/tmp/llmcls-experiments.lock"
 
 
 def _values(text: str | None) -> list[Any] | None:
@@ -102,6 +109,7 @@ def _backend_options(func):
 @click.option("--wait/--no-wait", default=None, help="wait for the jobs, then collect [default: submitit-local only]")
 @click.option("--collect", is_flag=True, help="submit nothing: pull the sweep's finished experiments, name the rest")
 @click.option("--dry-run", is_flag=True, help="print the commands without running them")
+@exclusive(EXPERIMENTS_LOCK, "llmcls sweep")
 def sweep(
     seeds,
     datasets,
@@ -122,6 +130,8 @@ def sweep(
     Configurations that already ran, or are queued or running, are skipped; the exact commands are printed.
     With a job backend, a point whose job failed is submitted again and `--collect` brings finished ones here.
     """
+    from llmcls.config.params import params_with
+    from llmcls.core.names import check_name
     from llmcls.experiments.queueing import guarded, repair
     from llmcls.experiments.sweep import flat_params, grid, plan
     from llmcls.experiments.workers import recover
@@ -148,6 +158,10 @@ def sweep(
     for line in released:
         click.echo(f"# {line}")
     planned = plan(grid(axes, extra), extra, reference, runs)
+    for item in planned:  # every point checked as its experiment would read it, before anything is queued
+        check_name(item.name, "sweep point")
+        if not item.skipped:
+            params_with(params_path, dict(item.overrides), f"sweep point {item.name}")
     if collect or backend.name != "local":
         _job_sweep(project, backend, planned, jobs, wait, collect, dry_run)
         return
@@ -208,7 +222,9 @@ def _job_sweep(project: Path, backend: Backend, planned, jobs: int, wait, collec
 @click.option(
     "--storage",
     default=None,
-    help="Optuna storage URL: a SQLite file, or an RDB (postgresql://...) jobs on other nodes can reach "
+    envvar="LLMCLS_TUNE_STORAGE",
+    help="Optuna storage URL: a SQLite file, or an RDB (postgresql://...) jobs on other nodes can reach; with a "
+    "password, best set in LLMCLS_TUNE_STORAGE (it is shown masked and written nowhere) "
     "[default: sqlite:///tune.db in the project]",
 )
 @click.option(
@@ -234,6 +250,7 @@ def _job_sweep(project: Path, backend: Backend, planned, jobs: int, wait, collec
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("-j", "--jobs", default=1, show_default=True, help="trials at once (job backends; local runs one)")
 @_backend_options
+@exclusive(EXPERIMENTS_LOCK, "llmcls tune")
 def tune(
     study_name,
     storage,
@@ -249,11 +266,14 @@ def tune(
 ) -> None:
     """Search hyperparameters with Optuna (TPE): each trial a DVC experiment, valued on the validation split by
     train.metric_for_best. Run again with the same --study to continue; `llmcls report --study` shows it."""
+    from llmcls.config.params import params_with
+    from llmcls.core.names import check_name, redact
     from llmcls.experiments import cluster
     from llmcls.experiments import tune as tuning
     from llmcls.experiments.sweep import flat_params
 
     project = Path.cwd()
+    check_name(study_name, "--study")
     load_params(params_path)
     reference = flat_params(Path(params_path).read_text(encoding="utf-8"))
     extra = _settings(sets)
@@ -264,7 +284,7 @@ def tune(
     metric, direction = tuning.objective_metric(reference | extra)
     storage = storage_url(storage, project)
     study = tuning.open_study(study_name, storage, direction, metric, seed, prune)
-    click.echo(f"# study {study_name} ({storage}): {direction} val {metric} over {', '.join(spaces)}")
+    click.echo(f"# study {study_name} ({redact(storage)}): {direction} val {metric} over {', '.join(spaces)}")
     if backend.name == "local":
         if jobs != 1:
             raise LlmclsError("--backend local runs one trial at a time: parallel trials need submitit-local or slurm")
@@ -283,7 +303,10 @@ def tune(
             failed = cluster.outcome(project, backend.remote, [job.name for job in submitted], click.echo)
             return {job.name: f"job failed (log: {job.log()})" if job.name in failed else "" for job in submitted}
 
-    tuning.tune(project, study, spaces, extra, trials, metric, storage, prune, run_batch, jobs, click.echo)
+    def validate(name, settings):
+        return params_with(params_path, settings, f"trial {name}")
+
+    tuning.tune(project, study, spaces, extra, trials, metric, storage, prune, run_batch, jobs, click.echo, validate)
 
 
 def storage_url(storage: str | None, project: Path) -> str:
@@ -305,7 +328,6 @@ def train_node(stage_name) -> None:
     `dvc repro` records the outputs; only its main process writes them). Needs LLMCLS_MACHINE_RANK,
     LLMCLS_MAIN_IP and LLMCLS_MAIN_PORT (README "Scaling out"); under SLURM the stage starts every node itself.
     """
-    import os
     import sys
 
     from dvc.repo import Repo
@@ -315,7 +337,20 @@ def train_node(stage_name) -> None:
     with Repo() as repo:
         command = repo.stage.collect(stage_name)[0].cmd
     click.echo(command)
-    sys.exit(subprocess.run(command, shell=True, cwd=repo.root_dir).returncode)
+    argv, env = command_words(command)
+    sys.exit(subprocess.run(argv, cwd=repo.root_dir, env=os.environ | env).returncode)
+
+
+def command_words(command: str) -> tuple[list[str], dict[str, str]]:
+    """A dvc.yaml command as argv and the NAME=value assignments before it, run without a shell: no params
+    value in it is ever read as shell syntax."""
+    words, env = shlex.split(command), {}
+    while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    if not words or any(word in {"|", "&&", ";", "||", ">", "<"} for word in words):
+        raise LlmclsError(f"stage command {command!r}: not a plain command llmcls can run without a shell")
+    return words, env
 
 
 def _run_dvc(command: list[str]) -> None:

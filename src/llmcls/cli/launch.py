@@ -19,10 +19,12 @@ race for ranks the way identical c10d commands can.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -114,19 +116,24 @@ def srun_command(env: Mapping[str, str], num_machines: int, argv: Sequence[str])
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--config-file", required=True, help="accelerate config (configs/accelerate/<strategy>.yaml)")
-@click.option("--num-processes", type=click.IntRange(min=1), required=True, help="processes on each machine")
-@click.option("--num-machines", type=click.IntRange(min=1), required=True, help="machines")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, help="params file (train.launch)")
+@click.option("--configs", required=True, help="folder of accelerate configs, one <strategy>.yaml per strategy")
 @click.argument("script", nargs=-1, type=click.UNPROCESSED, required=True)
-def main(config_file: str, num_processes: int, num_machines: int, script: tuple[str, ...]) -> None:
-    """Replace this process with accelerate launch (or, on a SLURM batch host, with srun of this command)."""
+def main(params_path: str, configs: str, script: tuple[str, ...]) -> None:
+    """Replace this process with accelerate launch (or, on a SLURM batch host, with srun of this command).
+    The strategy, processes and machines come from validated params (train.launch), never from a shell line."""
+    from llmcls.config.params import load_params
+
+    launch = load_params(params_path).train.launch
+    config_file = str(Path(configs) / f"{launch.strategy}.yaml")
+    num_processes, num_machines = launch.num_processes, launch.num_machines
     env = dict(os.environ)
     node = node_from_env(env, num_machines) if num_machines > 1 else None
     if num_machines > 1 and node is None:
         command, env = srun_command(env, num_machines, sys.argv[1:])
     else:
         command = accelerate_command(config_file, num_processes, num_machines, node, script)
-    sys.stdout.flush()
+    print(f"llmcls launch: {shlex.join(command)}", flush=True)
     # exec: the launcher's signals and exit status are the stage's own (DVC kills and waits on this pid).
     os.execvpe(command[0], command, env)
 

@@ -16,6 +16,13 @@ from llmcls.evaluate.metrics import METRIC_NAMES
 from llmcls.experiments.aggregate import AUTO
 from llmcls.experiments.runs import SCOPES, exp_show, file_at, finished, lock_agrees, parse_exp_show, with_run_logs
 
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="let a model that needs its own Python run it (only for a source you trust; a folder never grants this "
+    "itself)",
+)
+
 
 @click.group()
 def main() -> None:
@@ -84,6 +91,7 @@ def setup() -> None:
 @click.option("--batch-size", type=int, help="rows per batch [default: the run's evaluate.batch_size]")
 @click.option("--max-rows", type=int, help="predict only the first N rows")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@TRUST_REMOTE_CODE
 def predict(
     model_dir,
     input_path,
@@ -99,6 +107,7 @@ def predict(
     batch_size,
     max_rows,
     device,
+    trust_remote_code,
 ) -> None:
     """Classify the rows of a file with a trained or exported model (same prompt, truncation and labels as
     training; the probabilities equal the evaluate stage's on the same rows)."""
@@ -124,6 +133,7 @@ def predict(
             batch_size=batch_size,
             max_rows=max_rows,
             device=device,
+            trust_remote_code=trust_remote_code,
         )
     click.echo(summary)
 
@@ -152,14 +162,20 @@ def predict(
     type=click.Path(dir_okay=False, path_type=Path),
     help="the run's metrics, for the model card",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="the standalone folder")
-def export(model_dir, base, metrics_path, out) -> None:
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the standalone folder: new, empty, or an earlier export (anything else is refused)",
+)
+@TRUST_REMOTE_CODE
+def export(model_dir, base, metrics_path, out, trust_remote_code) -> None:
     """Write a standalone folder: LoRA merged into the base, safetensors, tokenizer, labels, prompt and a model
     card. `llmcls predict` and transformers (trust_remote_code=True) load it without this repository."""
     from llmcls.serve.export import export_model
 
     with full_disk_is_an_error():
-        result = export_model(model_dir, base, out, metrics_path)
+        result = export_model(model_dir, base, out, metrics_path, trust_remote_code)
     click.echo(f"export: {model_dir} -> {out} ({result})")
 
 
@@ -204,7 +220,11 @@ def _names(text: str | None) -> list[str] | None:
     help="the reference settings: bracketed variants are differences from these",
 )
 @click.option("--study", "studies", multiple=True, help="add an Optuna study of `llmcls tune` (repeatable)")
-@click.option("--storage", help="the studies' Optuna storage [default: llmcls tune's, sqlite:///tune.db]")
+@click.option(
+    "--storage",
+    envvar="LLMCLS_TUNE_STORAGE",
+    help="the studies' Optuna storage [default: llmcls tune's, sqlite:///tune.db]",
+)
 def report(out, scope, from_json, metric, params_path, studies, storage) -> None:
     """Leaderboard (mean ± std over seeds), seed ensembles, paired significance tests, learning curves and best-run
     figures; with --study, the search's best trial, parameter importances and optimisation history."""
@@ -224,8 +244,11 @@ def report(out, scope, from_json, metric, params_path, studies, storage) -> None
     source = f"saved {from_json}" if from_json else f"dvc exp show --json {' '.join(SCOPES[scope])}".strip()
     result = build_report(runs, reference, out, lambda run, path: file_at(run.rev, path), metric, source)
     if studies:
+        from llmcls.core.names import check_name
         from llmcls.experiments.tune import study_section
 
+        for name in studies:
+            check_name(name, "--study")
         url = storage_url(storage, Path.cwd())
         sections = [study_section(name, url, out.with_suffix(""), out.parent) for name in studies]
         out.write_text(out.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + "\n\n".join(sections) + "\n")

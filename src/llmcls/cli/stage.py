@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from llmcls.core import faults
 from llmcls.core.errors import full_disk_is_an_error
 
 PathDir = click.Path(file_okay=False, path_type=Path)
@@ -44,6 +46,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
+        faults.enter(Path(sys.argv[0]).stem)  # the stage's name, for fault points
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()

@@ -1,13 +1,28 @@
-"""Write outputs all-or-nothing, so a failed stage never leaves a half-written file or folder."""
+"""Write outputs all-or-nothing, and never over what llmcls did not write.
+
+Every output is written to a temporary sibling named for its writing process (`.<name>.llmcls-<owner>-<random>`),
+flushed to disk, and renamed over the target only when the whole set is complete: a stage's several outputs form
+one `Transaction`, committed through a journal beside the first target, so a kill in the middle of the renames is
+finished (rolled forward) by the next write of those targets, and a kill before the journal leaves the old set
+whole. Leftover temporaries are removed only when their owner process is gone (core/processes.py), so two
+commands writing one path never delete each other's work: the last to commit wins, whole.
+
+A folder is replaced only when it is absent, empty, or carries the marker (`.llmcls-output`) of the same writer;
+the current directory, a git repository (or a folder above one), the home folder and a folder holding files
+tracked by git are refused (unless it is the writer's own marked folder, like `llmcls report`'s committed
+figures). Fault points (core/faults.py) are named at each phase, so the fault suite hits them on purpose.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,56 +30,282 @@ from typing import Any
 
 import pandas as pd
 
+from llmcls.core import faults
+from llmcls.core.errors import LlmclsError
+from llmcls.core.processes import Owner
+
+MARKER = ".llmcls-output"  # in every folder llmcls writes whole: {"written_by": <writer>}
+_TEMP = re.compile(r"\.(?P<name>.+)\.llmcls-(?P<owner>[0-9a-f]{6}-\d+-\d+)-(?P<kind>new|old)-[0-9a-f]{6}")
+_JOURNAL = ".{name}.llmcls-journal"
+
+
+class UnsafeOutput(LlmclsError):
+    """An output path llmcls refuses to replace."""
+
+
+def _temp_name(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.llmcls-{Owner.me().token()}-{kind}-{secrets.token_hex(3)}"
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
 
 def _drop_leftovers(target: Path) -> None:
-    """Remove the temporary siblings (``.<name>.<random>``) that a run killed mid-write (SIGKILL, power loss)
-    left beside ``target``: nothing else writes them, and DVC's lock keeps two runs from sharing a target."""
-    leftover = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}")
+    """Remove llmcls's own temporaries beside ``target`` whose writing process is gone (killed mid-write).
+    A live writer's, another host's, and any file not named by llmcls are left alone."""
     for sibling in target.parent.iterdir():
-        if leftover.fullmatch(sibling.name):
-            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+        found = _TEMP.fullmatch(sibling.name)
+        if found and found["name"] == target.name:
+            owner = Owner.parse(found["owner"])
+            if owner is not None and not owner.alive():
+                _delete(sibling)
+
+
+def _git_root(path: Path) -> Path | None:
+    for folder in (path, *path.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def _tracked(folder: Path, root: Path) -> bool:
+    """Whether git tracks a file under ``folder`` (False where git cannot say)."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--", str(folder.relative_to(root))],
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and bool(listed.stdout)
+
+
+def written_by(folder: Path) -> str | None:
+    """The writer named by a folder's marker, if it has a readable one."""
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_replaceable(target: Path, writer: str) -> None:
+    """Refuse, with one error, a folder target that is not this writer's to replace."""
+    resolved = target.resolve()
+    here = Path.cwd().resolve()
+    why = None
+    if resolved == here or resolved in here.parents:
+        why = "it is the current directory or a folder above it"
+    elif resolved == Path.home().resolve() or resolved == Path(resolved.anchor):
+        why = "it is the home folder or the filesystem root"
+    elif (resolved / ".git").exists():
+        why = "it is a git repository"
+    elif target.exists() and not target.is_dir():
+        why = "it is a file, not a folder"
+    elif target.is_dir() and any(target.iterdir()):
+        owner = written_by(target)
+        root = _git_root(resolved)
+        if root is not None and resolved in root.parents:
+            why = "it holds a git repository"
+        elif owner != writer and root is not None and _tracked(resolved, root):
+            why = "it holds files tracked by git"
+        elif owner != writer:
+            what = f"by {owner!r}" if owner else "by llmcls"
+            why = f"it is not empty and was not written {what} as {writer!r} (no {MARKER} of {writer!r} in it)"
+    if why:
+        raise UnsafeOutput(
+            f"{target}: refusing to replace this folder: {why}. Nothing was changed; choose a new or empty folder."
+        )
+
+
+def check_file_target(target: Path) -> None:
+    if target.is_dir():
+        raise UnsafeOutput(f"{target}: is a folder; give a file path. Nothing was changed.")
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a file, or a folder's files and the folder entries themselves, to the disk."""
+    if path.is_dir():
+        for child in path.iterdir():
+            fsync_tree(child)
+    if path.is_symlink():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree_entry(folder: Path) -> None:
+    """Flush a folder's entries (the renames in it), not its files."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def staged_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder that replaces ``target`` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _drop_leftovers(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
+def _locked(folders: list[Path]) -> Iterator[None]:
+    """Exclusive locks on the parent folders (sorted, so two writers never wait on each other in a cycle):
+    the renames of one commit never interleave with another llmcls writer's in the same folders."""
+    fds = []
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    os.replace(tmp, target)
+        for folder in sorted({f.resolve() for f in folders}):
+            fd = os.open(folder, os.O_RDONLY)
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)  # closing releases the lock
+
+
+def _swap(new: Path, target: Path, old: Path) -> None:
+    """Put ``new`` at ``target``; what was there moves to ``old`` first (deleted after the whole set is in)."""
+    if new.exists():
+        if target.is_dir() and not target.is_symlink():
+            os.replace(target, old)
+        faults.point("rename")
+        os.replace(new, target)
+
+
+def _roll_forward(journal: Path) -> None:
+    """Finish a commit whose writer died between its journal and its last rename; then drop the journal."""
+    try:
+        record = json.loads(journal.read_text(encoding="utf-8"))
+        owner = Owner.parse(record["owner"])
+        moves = [(Path(m["new"]), Path(m["target"]), Path(m["old"])) for m in record["moves"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        journal.unlink(missing_ok=True)  # torn before it was complete: the commit never began
+        return
+    if owner is not None and owner.alive():
+        return  # that commit is in progress
+    for new, target, old in moves:
+        _swap(new, target, old)
+    for _new, _target, old in moves:
+        _delete(old)
+    journal.unlink(missing_ok=True)
+
+
+class Transaction:
+    """A set of outputs written to temporaries and swapped in together.
+
+        with Transaction("evaluate") as out:
+            out.file(metrics).write_text(...)
+            table.to_csv(out.file(predictions / "test.csv"))
+
+    ``folder(target)`` gives a fresh temporary folder (checked first: see `check_replaceable`), ``file(target)`` a
+    temporary path. Leaving the block with an exception deletes the temporaries and keeps the old outputs.
+    """
+
+    def __init__(self, writer: str) -> None:
+        self.writer = writer
+        self.moves: list[tuple[Path, Path]] = []  # (temporary, target)
+
+    def _prepare(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        journal = target.parent / _JOURNAL.format(name=target.name)
+        if journal.exists():
+            with _locked([target.parent]):
+                _roll_forward(journal)
+        _drop_leftovers(target)
+
+    def folder(self, target: str | Path) -> Path:
+        target = Path(target)
+        check_replaceable(target, self.writer)
+        self._prepare(target)
+        tmp = _temp_name(target, "new")
+        tmp.mkdir()
+        self.moves.append((tmp, target))
+        return tmp
+
+    def file(self, target: str | Path) -> Path:
+        target = Path(target)
+        check_file_target(target)
+        self._prepare(target)
+        tmp = _temp_name(target, "new")
+        self.moves.append((tmp, target))
+        return tmp
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            for tmp, _target in self.moves:
+                _delete(tmp)
+            return
+        try:
+            self.commit()
+        except BaseException:
+            for tmp, _target in self.moves:
+                _delete(tmp)
+            raise
+
+    def commit(self) -> None:
+        for tmp, _target in self.moves:
+            if tmp.is_dir():
+                (tmp / MARKER).write_text(json.dumps({"written_by": self.writer}) + "\n", encoding="utf-8")
+                tmp.chmod(0o755)
+            elif tmp.exists():
+                tmp.chmod(0o644)
+            faults.point("write")
+            fsync_tree(tmp)
+        if not self.moves:
+            return
+        parents = [target.parent for _tmp, target in self.moves]
+        moves = [(tmp, target, _temp_name(target, "old")) for tmp, target in self.moves]
+        first = self.moves[0][1]
+        journal = first.parent / _JOURNAL.format(name=first.name)
+        with _locked(parents):
+            if len(moves) > 1:  # one rename is atomic by itself; several need the journal to finish together
+                record = {
+                    "owner": Owner.me().token(),
+                    "moves": [{"new": str(n), "target": str(t), "old": str(o)} for n, t, o in moves],
+                }
+                tmp_journal = _temp_name(journal, "new")
+                tmp_journal.write_text(json.dumps(record), encoding="utf-8")
+                fsync_tree(tmp_journal)
+                os.replace(tmp_journal, journal)
+            for new, target, old in moves:
+                _swap(new, target, old)
+            for parent in set(parents):
+                fsync_tree_entry(parent)
+            journal.unlink(missing_ok=True)
+        for _new, _target, old in moves:
+            _delete(old)
+
+
+@contextmanager
+def staged_dir(target: str | Path, writer: str) -> Iterator[Path]:
+    """Yield a fresh temporary folder that replaces ``target`` only if the block succeeds (one-output
+    `Transaction`)."""
+    with Transaction(writer) as out:
+        yield out.folder(target)
 
 
 @contextmanager
 def staged_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _drop_leftovers(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o644)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+    with Transaction("file") as out:
+        yield out.file(target)
+
+
+def json_text(data: Any) -> str:
+    """Pretty, key-sorted JSON, as every llmcls JSON output is written."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write pretty, key-sorted JSON atomically."""
     with staged_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json_text(data), encoding="utf-8")
 
 
 def read_json(path: str | Path) -> Any:
@@ -77,13 +318,11 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def remove(*paths: str | Path) -> None:
-    """Delete outputs left by an earlier run, so a failure cannot leave stale ones behind."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+def remove_own(path: str | Path, writer: str) -> None:
+    """Delete a folder this writer wrote (its marker says so) or an empty one; anything else is left alone."""
+    path = Path(path)
+    if path.is_dir() and (written_by(path) == writer or not any(path.iterdir())):
+        shutil.rmtree(path)
 
 
 def sha256(path: str | Path) -> str:

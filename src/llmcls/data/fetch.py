@@ -248,7 +248,7 @@ def fetch_dataset(spec: DatasetSpec, params: FetchParams, out_dir: str | Path, i
         }
         if spec.label_names_file:
             record |= label_names_record(spec, inputs, record["sha256"])
-        with staged_dir(out_dir) as tmp:
+        with staged_dir(out_dir, "fetch") as tmp:
             for split, frame in served.splits.items():
                 storable(frame, served.files[split]).to_parquet(tmp / f"{split}.parquet", index=False)
             write_json(tmp / "source.json", record)

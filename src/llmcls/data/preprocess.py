@@ -57,7 +57,7 @@ def preprocess_dataset(
         "template_tokens": encoder.fixed,
         "max_prompt_tokens": encoder.max_length,
     }
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "preprocess") as tmp:
         write_json(tmp / PROMPT, record)
         for split, table in tables.items():
             encoded = with_label_ids(encode_table(table, record, tokenizer), labels)

@@ -173,7 +173,7 @@ def split_dataset(processed_dir: Path, params: SplitParams, out_dir: Path) -> di
     test_path = processed_dir / "test.parquet"
     test = pd.read_parquet(test_path) if test_path.is_file() else None
     splits, record = make_splits(train, test, params, LabelSet.read(processed_dir))
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "split") as tmp:
         for name, frame in splits.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
         for carried in ("labels.json", "prompt.json"):  # the label set and the prompt travel with the data

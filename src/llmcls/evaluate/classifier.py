@@ -96,6 +96,7 @@ def evaluate_classifier(
     swap_tta: bool = False,
     max_new_tokens: int = 16,
     max_tokens: int | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Return (summary metrics, full report, predictions) for the val and test splits. Under
     `accelerate launch` with several processes, the rows are shared out and every process gets the result.
@@ -110,12 +111,12 @@ def evaluate_classifier(
     ``max_tokens`` makes the head's batches token budgets (see inference.map_batches).
     """
     enable_fast_matmul()
-    model, labels, meta = load_trained_model(model_dir, base_dir, quantize)
+    model, labels, meta = load_trained_model(model_dir, base_dir, quantize, trust_remote_code)
     if not quantize:  # a quantised model was placed on its device when loaded
         model.to(process_state().device)
     split = SplitFolder(split_dir)
     permutation = split.swap_permutation if swap_tta else None
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code)
     targets = label_targets(meta, tokenizer)
 
     def predict(sequences: list) -> np.ndarray:

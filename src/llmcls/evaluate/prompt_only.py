@@ -17,7 +17,12 @@ from llmcls.model.build import base_lm
 
 
 def evaluate_prompt_only(
-    base_dir: Path, split_dir: Path, label_texts: list[str], batch_size: int, precision: str
+    base_dir: Path,
+    split_dir: Path,
+    label_texts: list[str],
+    batch_size: int,
+    precision: str,
+    trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """(summary, report, predictions) of the base model with no fine-tuning: each class's probability is its
     label text's likelihood after the prompt (the same prompt the classifier reads), normalised over the
@@ -28,8 +33,8 @@ def evaluate_prompt_only(
         why = f"prompt-only scoring ranks one class name against the others; a {task} task has no such answer"
         return {"skipped": why}, {"task": task, "skipped": why}, {}
     enable_fast_matmul()
-    tokenizer = load_tokenizer(base_dir)
-    lm = base_lm(base_dir).to(process_state().device).eval()
+    tokenizer = load_tokenizer(base_dir, trust_remote_code)
+    lm = base_lm(base_dir, trust_remote_code=trust_remote_code).to(process_state().device).eval()
     targets = label_token_ids(tokenizer, label_texts)
     frames = split.frames()
     probs = {

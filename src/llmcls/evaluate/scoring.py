@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SCORED_SPLITS, LabelSet, is_labelled, targets
-from llmcls.core.outputs import write_csv, write_json
+from llmcls.core.outputs import Transaction, json_text
 from llmcls.evaluate.decisions import decide, decided_labels, rounded_grades
 from llmcls.evaluate.metrics import full_report, multilabel_report, quadratic_kappa, regression_metrics
 
@@ -103,12 +103,14 @@ def write_evaluation(
     report_path: Path,
     predictions_dir: Path,
 ) -> None:
-    """Write the per-example predictions, the full report and the summary metrics (the file DVC compares)."""
+    """Write the per-example predictions, the full report and the summary metrics (the file DVC compares), as
+    one set: a kill leaves the old set or the new one, never a mix."""
     predictions_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even with no tables to hold
-    for split, table in tables.items():
-        write_csv(predictions_dir / f"{split}.csv", table)
-    write_json(report_path, report)
-    write_json(metrics_path, summary)
+    with Transaction("scores") as out:
+        for split, table in tables.items():
+            table.to_csv(out.file(predictions_dir / f"{split}.csv"), index=False)
+        out.file(report_path).write_text(json_text(report), encoding="utf-8")
+        out.file(metrics_path).write_text(json_text(summary), encoding="utf-8")
 
 
 def shown_metrics(summary: dict[str, Any]) -> str:

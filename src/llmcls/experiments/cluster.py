@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcls.core.errors import LlmclsError
+from llmcls.core.names import check_name
 from llmcls.experiments import workers
 from llmcls.experiments.runs import exp_ref
 
@@ -328,6 +329,7 @@ class SpecMaker:
     work_dir: Path
 
     def __call__(self, name: str, overrides: tuple[str, ...], env: Mapping[str, str] | None = None) -> JobSpec:
+        check_name(name, "experiment name")  # it becomes the clone's folder and the job's status file
         clone = str((self.work_dir / name).resolve())
         status = str((self.project / JOBS_DIR / "status" / f"{name}.json").resolve())
         return JobSpec(name, overrides, self.repo, self.commit, self.config, clone, tuple((env or {}).items()), status)

@@ -307,7 +307,7 @@ def build_report(
         *ensemble_lines,
         *significance_section(found, metric),
     ]
-    with staged_dir(figures) as tmp:
+    with staged_dir(figures, "report") as tmp:
         for name, ensemble in ensemble_files.items():
             ensemble.predictions.to_csv(tmp / name, index=False)
         lines += curves_section(curves, metric, tmp, rel)

@@ -86,7 +86,7 @@ def experiment_name(point: Mapping[str, Any], extra: Mapping[str, Any]) -> str:
     name = "-".join(parts)
     if extra:
         name += f"-x{_short_hash(extra)}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", name)).strip("-.")
 
 
 def plan(

@@ -9,12 +9,15 @@ test). The study lives in a real Optuna storage (a SQLite file by default, an RD
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
+import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,9 +25,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from llmcls.core.errors import LlmclsError
+from llmcls.core.names import redact
 from llmcls.evaluate.metrics import GREATER_IS_BETTER, metric_for_best
 from llmcls.experiments.runs import LLM_METRICS, exp_ref, file_at, task_of
-from llmcls.train.pruning import PRUNED_AT, TRIAL_ENV
+from llmcls.train.pruning import PRUNED_AT, STORAGE_ENV, TRIAL_ENV
 
 DEFAULT_STORAGE = "sqlite:///tune.db"
 LOGS = Path(".dvc/tmp/llmcls-tune")
@@ -148,10 +152,36 @@ def open_study(name: str, storage: str, direction: str, metric: str, seed: int, 
         study.set_user_attr("metric", metric)
     elif stored != metric or study.direction.name.lower() != direction:
         raise LlmclsError(
-            f"study {name!r} in {storage} optimises val {stored} ({study.direction.name.lower()}); this run would "
-            f"optimise val {metric} ({direction}): use another --study"
+            f"study {name!r} in {redact(storage)} optimises val {stored} ({study.direction.name.lower()}); this run "
+            f"would optimise val {metric} ({direction}): use another --study"
         )
     return study
+
+
+HEARTBEAT_S, GRACE_S = 30, 120  # a running trial's driver beats every 30 s; 2 min of silence: it is dead
+
+
+@contextmanager
+def heartbeats(study: Any, trials: Sequence[Any]) -> Iterator[None]:
+    """Beat for ``trials`` while their experiments run, so another tune of the same study (another shell,
+    another host) fails only trials whose driver really stopped."""
+    storage, ids, done = study._storage, [t._trial_id for t in trials], threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                with contextlib.suppress(Exception):  # a trial told meanwhile, a storage blip: next beat
+                    storage.record_heartbeat(trial_id)
+            if done.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _storage(url: str):
@@ -161,9 +191,10 @@ def _storage(url: str):
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url)
+        # Heartbeats: a trial whose driver stopped beating for GRACE_S is stale; one still beating is not.
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable database vary
-        raise LlmclsError(f"--storage {url}: {error}") from None
+        raise LlmclsError(f"--storage {redact(url)}: {redact(str(error))}") from None
 
 
 @dataclass(frozen=True)
@@ -212,33 +243,46 @@ def tune(
     run_batch: Callable[[list[tuple[str, tuple[str, ...], dict[str, str]]]], dict[str, str]],
     batch_size: int,
     echo: Callable[[str], None],
+    validate: Callable[[str, Mapping[str, Any]], Any] = lambda name, settings: None,
 ) -> None:
     """Ask, run, tell until the study has ``trials`` finished (complete or pruned) trials. ``run_batch`` runs
-    [(name, overrides, env)] and returns {name: "" | why it failed}."""
+    [(name, overrides, env)] and returns {name: "" | why it failed}; ``validate(name, settings)`` raises an
+    LlmclsError for a trial whose params would be invalid (it is failed without running). The storage URL
+    reaches trials through the environment (STORAGE_ENV), never written into a job's files."""
     import optuna
     from optuna.trial import TrialState
 
     from llmcls.experiments.sweep import override_value
 
+    # Inherited by every trial (dvc exp run here, submitit / sbatch jobs), and written into none of their files.
+    os.environ[STORAGE_ENV] = storage
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        # A tune killed mid-trial left it running for ever: it ran nothing that counts; it is failed, and redone.
-        study.tell(stale.number, state=TrialState.FAIL)
-        echo(f"# trial {stale.number}: left running by an earlier tune, marked failed")
+    # A tune killed mid-trial left it running: once its heartbeat is GRACE_S old it is failed (and redone);
+    # a trial another live tune is running keeps beating and is left alone.
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    for number in before - {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}:
+        echo(f"# trial {number}: its tune stopped (no heartbeat for {GRACE_S} s), marked failed")
     finished = failed = 0  # in this run: a study whose trials all fail stops instead of asking for ever
     while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))) < trials:
         asked = [study.ask() for _ in range(min(batch_size, trials - done))]
-        batch, names = [], {}
+        batch, names, invalid = [], {}, {}
         for trial in asked:
             values = suggest(trial, spaces)
             name = trial_name(study.study_name, trial.number)
             names[name] = trial
             overrides = tuple(f"{k}={override_value(v)}" for k, v in (dict(extra) | values).items())
             # The storage's trial id (Optuna keeps it private): what the train stage reopens the trial with.
-            env = {TRIAL_ENV: json.dumps({"storage": storage, "study": study.study_name, "trial_id": trial._trial_id})}
-            batch.append((name, overrides, env if prune else {}))
+            env = {TRIAL_ENV: json.dumps({"study": study.study_name, "trial_id": trial._trial_id})}
             echo(f"# trial {trial.number} ({name}): {', '.join(f'{k}={override_value(v)}' for k, v in values.items())}")
-        failures = run_batch(batch)
+            try:
+                validate(name, dict(extra) | values)
+            except LlmclsError as error:
+                invalid[name] = f"invalid params: {error.format_message()}"
+                continue
+            batch.append((name, overrides, env if prune else {}))
+        with heartbeats(study, asked):
+            failures = (run_batch(batch) if batch else {}) | invalid
         for name, trial in names.items():
             value = read_value(project, commit, name, metric) if not failures.get(name) else None
             finished += value is not None
@@ -281,12 +325,12 @@ def study_section(name: str, storage: str, figures: Path, relative_to: Path) -> 
     try:
         study = optuna.load_study(study_name=name, storage=_storage(storage))
     except KeyError:
-        raise LlmclsError(f"no study {name!r} in {storage} (llmcls tune --study {name} makes it)") from None
+        raise LlmclsError(f"no study {name!r} in {redact(storage)} (llmcls tune --study {name} makes it)") from None
     metric = study.user_attrs.get("metric", "value")
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     lines = [f"## Hyperparameter search: {name}", ""]
     lines.append(
-        f"Optuna study `{name}` ({storage}), {study.direction.name.lower()} val {metric}: "
+        f"Optuna study `{name}` ({redact(storage)}), {study.direction.name.lower()} val {metric}: "
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         + "."
     )

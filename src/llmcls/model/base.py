@@ -138,7 +138,7 @@ def materialize(
         if name not in makers:
             continue
         try:
-            with staged_dir(out_dir) as tmp:
+            with staged_dir(out_dir, "fetch_model") as tmp:
                 record = makers[name](spec, tmp, trust_remote_code, revision) | {"model": spec.name}
                 record["trust_remote_code"] = trust_remote_code
                 write_json(tmp / RECORD, record)
@@ -152,21 +152,34 @@ def materialize(
     )
 
 
-def weights_location(base_dir: str | Path) -> tuple[str, dict[str, Any]]:
-    """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them (and allow remote code)."""
+def remote_code(folder: str | Path, needed: bool, trust_remote_code: bool) -> bool:
+    """Whether to let transformers run a model folder's own Python: only when the caller asked for it
+    (``--trust-remote-code``, ``trust_remote_code=True``, or the run's own params `model.trust_remote_code`).
+    What a folder says of itself never grants it: a folder that needs it without that is refused."""
+    if needed and not trust_remote_code:
+        raise LlmclsError(
+            f"{folder}: this model runs its own Python code (it was fetched with trust_remote_code), which llmcls "
+            "never runs unasked. If you trust where it came from, pass --trust-remote-code "
+            "(trust_remote_code=True in Python; params model.trust_remote_code: true in a pipeline)."
+        )
+    return bool(trust_remote_code)
+
+
+def weights_location(base_dir: str | Path, trust_remote_code: bool = False) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` finds the base weights, and the kwargs that pin them. Remote code runs only
+    if the caller trusts it (`remote_code`)."""
     base_dir = Path(base_dir)
     record = read_json(base_dir / RECORD)
     # use_safetensors: from_pretrained fails rather than fall back to a pickled checkpoint.
-    pinned: dict[str, Any] = {"use_safetensors": True}
-    if record.get("trust_remote_code"):
-        pinned["trust_remote_code"] = True
+    trust = remote_code(base_dir, bool(record.get("trust_remote_code")), trust_remote_code)
+    pinned: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust}
     if record["weights"] == "hub":
         return record["hub_id"], {"revision": record["revision"]} | pinned
     require_safetensors(base_dir)
     return str(base_dir), pinned
 
 
-def load_tokenizer(base_dir: str | Path):
+def load_tokenizer(base_dir: str | Path, trust_remote_code: bool = False):
     """The base model's tokenizer, with a pad token (the EOS token when the model has none), padding right.
 
     Every batch is padded on the right whatever the model's default: the sequence-classification pooler
@@ -175,7 +188,8 @@ def load_tokenizer(base_dir: str | Path):
     from transformers import AutoTokenizer
 
     record = Path(base_dir) / RECORD
-    trust = record.is_file() and bool(read_json(record).get("trust_remote_code"))
+    needed = record.is_file() and bool(read_json(record).get("trust_remote_code"))
+    trust = remote_code(base_dir, needed, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=trust)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -89,8 +89,9 @@ def base_classifier(
     head: dict[str, Any],
     quantization=None,
     dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
 ) -> torch.nn.Module:
-    name, pinned = weights_location(base_dir)
+    name, pinned = weights_location(base_dir, trust_remote_code)
     classifier = AutoModelForSequenceClassification.from_pretrained(
         name,
         num_labels=labels.outputs,
@@ -120,7 +121,8 @@ def build_classifier(
     so the base's features are the adapted model's first features)."""
     quantization = quantization_config(train)
     head = model.to_dict()
-    classifier = base_classifier(base_dir, labels, pad_token_id, head, quantization, frozen_base_dtype(train))
+    dtype = frozen_base_dtype(train)
+    classifier = base_classifier(base_dir, labels, pad_token_id, head, quantization, dtype, model.trust_remote_code)
     if warm_start is not None:
         warm_start(classifier, getattr(classifier, head_attribute(classifier)))
     if train.mode == "full":
@@ -164,20 +166,22 @@ def with_adapter(model: torch.nn.Module, train: TrainParams, task_type, quantize
     return wrapped
 
 
-def base_lm(base_dir: str | Path, quantization=None, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def base_lm(
+    base_dir: str | Path, quantization=None, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+) -> torch.nn.Module:
     """The base model with its language-modelling head (the generative objective and label scoring)."""
     from transformers import AutoModelForCausalLM
 
-    name, pinned = weights_location(base_dir)
+    name, pinned = weights_location(base_dir, trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(
         name, attn_implementation="sdpa", **load_settings(quantization, dtype), **pinned
     )
 
 
-def build_generative(base_dir: str | Path, train: TrainParams) -> torch.nn.Module:
+def build_generative(base_dir: str | Path, train: TrainParams, trust_remote_code: bool = False) -> torch.nn.Module:
     """A causal LM to fine-tune on prompt -> label text (train.objective: generative): LoRA / QLoRA / full."""
     from peft import TaskType
 
     quantization = quantization_config(train)
-    lm = base_lm(base_dir, quantization, frozen_base_dtype(train))
+    lm = base_lm(base_dir, quantization, frozen_base_dtype(train), trust_remote_code)
     return lm if train.mode == "full" else with_adapter(lm, train, TaskType.CAUSAL_LM, quantization is not None)

@@ -17,7 +17,7 @@ from llmcls.config.params import QloraParams
 from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, MULTI_LABEL, PROMPT, LabelSet
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, write_json
-from llmcls.model.base import require_safetensors
+from llmcls.model.base import remote_code, require_safetensors
 from llmcls.model.build import base_classifier, base_lm, bitsandbytes_config, quiet_peft
 from llmcls.model.heads import head_attribute, install_head
 
@@ -45,11 +45,12 @@ def is_standalone(meta: dict[str, Any]) -> bool:
 
 
 def load_trained_model(
-    model_dir: str | Path, base_dir: str | Path | None, quantize: str | None = None
+    model_dir: str | Path, base_dir: str | Path | None, quantize: str | None = None, trust_remote_code: bool = False
 ) -> tuple[torch.nn.Module, LabelSet, dict[str, Any]]:
     """Reload a saved classifier for inference. LoRA adapters are merged into the base for speed, unless the
     base is loaded in 8 / 4 bit (``quantize``, CUDA only), where the adapter stays separate. A standalone
-    folder (full fine-tune, export) needs no ``base_dir``."""
+    folder (full fine-tune, export) needs no ``base_dir``. The folders' own Python runs only with
+    ``trust_remote_code`` (what they record of themselves never grants it)."""
     model_dir = Path(model_dir)
     require_safetensors(model_dir)
     meta = read_json(model_dir / META)
@@ -64,8 +65,9 @@ def load_trained_model(
         from transformers import AutoModelForCausalLM
 
         extra = {"quantization_config": quantization} if quantization else {}
-        if meta["base_model"].get("trust_remote_code"):
-            extra["trust_remote_code"] = True
+        extra["trust_remote_code"] = remote_code(
+            model_dir, bool(meta["base_model"].get("trust_remote_code")), trust_remote_code
+        )
         auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
         model = auto.from_pretrained(
             model_dir, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True, **extra
@@ -84,9 +86,10 @@ def load_trained_model(
                 f"`dvc repro`; not found: {base_dir}). Pass it, or `llmcls export` a standalone folder."
             )
         if generative:
-            base = base_lm(base_dir, quantization)
+            base = base_lm(base_dir, quantization, trust_remote_code=trust_remote_code)
         else:
-            base = base_classifier(base_dir, labels, meta["pad_token_id"], head, quantization)
+            pad = meta["pad_token_id"]
+            base = base_classifier(base_dir, labels, pad, head, quantization, trust_remote_code=trust_remote_code)
         with quiet_peft():
             model = PeftModel.from_pretrained(base, model_dir)
         model = model if quantization else model.merge_and_unload()

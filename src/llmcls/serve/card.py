@@ -82,6 +82,8 @@ def use_section(meta: dict[str, Any]) -> list[str]:
     else:
         python = [
             "from transformers import AutoModelForSequenceClassification",
+            "# The head's class is modeling_llmcls.py in this folder: transformers runs a folder's Python only when",
+            "# you pass trust_remote_code=True yourself. Read that file first; `llmcls predict` never runs it.",
             "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)",
             *TASK_USE[meta.get("task", SINGLE_LABEL)],
         ]
@@ -91,6 +93,9 @@ def use_section(meta: dict[str, Any]) -> list[str]:
         "```bash",
         "llmcls predict --model . --input new_texts.csv --out predictions.csv",
         "```",
+        "",
+        "llmcls loads this folder without running any Python it holds; a model whose base needs its own code",
+        "loads only with `--trust-remote-code`, which the folder cannot grant itself.",
         "",
         "```python",
         *python,

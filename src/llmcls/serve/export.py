@@ -53,7 +53,11 @@ def portable_classifier(model, meta: dict[str, Any]) -> tuple[torch.nn.Module, s
 
 
 def export_model(
-    model_dir: str | Path, base_dir: str | Path | None, out_dir: str | Path, metrics_path: str | Path | None = None
+    model_dir: str | Path,
+    base_dir: str | Path | None,
+    out_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Write the standalone folder; returns what was exported. A generative model is a plain causal LM
     (AutoModelForCausalLM reads it with no extra code); a head model gets its head's code beside it."""
@@ -62,12 +66,12 @@ def export_model(
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     with quiet_transformers():
-        model, labels, meta = load_trained_model(model_dir, base_dir)
+        model, labels, meta = load_trained_model(model_dir, base_dir, None, trust_remote_code)
     architecture = type(model).__name__
     prompt = read_json(model_dir / PROMPT)
     metrics = read_json(metrics_path) if metrics_path and Path(metrics_path).is_file() else None
     record = {"from": str(model_dir), "architecture": architecture, "merged_lora": meta["mode"] != "full"}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "export") as tmp:
         if meta.get("objective", "head") == "generative":
             head = "generative (label text)"
         else:
@@ -76,7 +80,7 @@ def export_model(
             save_file({k: v.contiguous() for k, v in head_state.items()}, tmp / HEAD_WEIGHTS)
             model, head = portable_classifier(model, meta)
         model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code).save_pretrained(tmp)
         write_json(tmp / LABELS, labels.to_json())
         write_json(tmp / PROMPT, prompt)
         write_json(tmp / META, meta | {"export": record})

@@ -194,10 +194,12 @@ def load_classifier(
     device: str = "auto",
     batch_size: int | None = None,
     precision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> TextClassifier:
     """Load a model folder: a trained one (models/classifier; a LoRA adapter finds its base beside it in
     models/base unless ``base`` says otherwise) or one written by `llmcls export` (no base needed).
-    ``batch_size`` and ``precision`` default to the run's own (evaluate.batch_size, the precision trained in)."""
+    ``batch_size`` and ``precision`` default to the run's own (evaluate.batch_size, the precision trained in).
+    No Python from the folders runs unless ``trust_remote_code`` (a folder that needs it is refused)."""
     path = Path(path)
     for required in (META, PROMPT, LABELS):
         if not (path / required).is_file():
@@ -205,11 +207,11 @@ def load_classifier(
     enable_fast_matmul()
     with quiet_transformers():  # a standalone folder's head keys do not fit the architecture's: expected
         # A standalone folder (full fine-tune, export) needs no base; an adapter's lies beside it by default.
-        model, labels, meta = load_trained_model(path, base or path.parent / "base")
+        model, labels, meta = load_trained_model(path, base or path.parent / "base", None, trust_remote_code)
     target = pick_device(device)
     return TextClassifier(
         model=model.to(target),
-        tokenizer=load_tokenizer(path),
+        tokenizer=load_tokenizer(path, trust_remote_code),
         labels=labels,
         prompt=read_json(path / PROMPT),
         meta=meta,
@@ -267,6 +269,7 @@ def predict_file(
     batch_size: int | None = None,
     max_rows: int | None = None,
     device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> str:
     """`llmcls predict`: one output row per input row (bad rows skipped only when asked), written all or
     nothing. ``text_columns`` names the input's text columns when they differ from the training data's;
@@ -277,7 +280,7 @@ def predict_file(
     writer = WRITERS.get(out.suffix.lower())
     if writer is None:
         raise LlmclsError(f"--out {out}: write predictions as one of {sorted(WRITERS)}")
-    classifier = load_classifier(model_dir, base, device, batch_size)
+    classifier = load_classifier(model_dir, base, device, batch_size, trust_remote_code=trust_remote_code)
     frame = read_table(input_path, read)
     if max_rows is not None:
         frame = frame.head(max_rows)

@@ -20,11 +20,17 @@ from llmcls.config.params import Params
 from llmcls.core.artifacts import REGRESSION, SINGLE_LABEL, LabelSet, SplitFolder, targets
 from llmcls.core.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.core.errors import LlmclsError
-from llmcls.core.outputs import read_json, remove, write_json
+from llmcls.core.outputs import read_json, staged_dir, write_json
 from llmcls.model.base import RECORD, load_tokenizer
 from llmcls.model.build import build_classifier, build_generative, quantization_config
 from llmcls.model.store import save_classifier
-from llmcls.train.checkpoints import FINGERPRINT, fingerprint, resumable_checkpoint
+from llmcls.train.checkpoints import (
+    FINGERPRINT,
+    CheckpointComplete,
+    drop_checkpoints,
+    fingerprint,
+    resumable_checkpoint,
+)
 from llmcls.train.head_init import warm_start_head
 from llmcls.train.losses import class_weight_vector, weighted_loss
 from llmcls.train.pruning import pruning_callbacks
@@ -116,7 +122,8 @@ def generative_objective(params: Params, base_dir: Path, split: SplitFolder, tok
         "precision": precision,
     }
     head_init = {"method": "none: the generative objective writes the label"}
-    return Objective(build_generative(base_dir, params.train), head_init, scoring=scoring, label_texts=texts)
+    model = build_generative(base_dir, params.train, params.model.trust_remote_code)
+    return Objective(model, head_init, scoring=scoring, label_texts=texts)
 
 
 def add_callbacks(objective: Objective, params: Params) -> TailAverage | None:
@@ -130,13 +137,13 @@ def add_callbacks(objective: Objective, params: Params) -> TailAverage | None:
     return average
 
 
-def open_live(args: TrainingArguments, model_dir: Path, live_dir: Path, checkpoint_dir: Path, resume, stamp: str):
-    """The main process's DVCLive logger, after clearing the outputs of an earlier run; None elsewhere."""
+def open_live(args: TrainingArguments, live_dir: Path, checkpoint_dir: Path, resume, stamp: str):
+    """The main process's DVCLive logger (which clears its own files of an earlier run unless resuming); None
+    elsewhere. The model folder is kept until the new one replaces it whole."""
     if args.process_index != 0:
         return None
     from dvclive import Live
 
-    remove(model_dir, *([] if resume else [live_dir]))
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_json(checkpoint_dir / FINGERPRINT, {"fingerprint": stamp})
     # resume=True keeps the curves of the interrupted run; dvc.yaml owns the plots, so no dvcyaml.
@@ -208,7 +215,8 @@ def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, m
         **({"target_scale": objective.scale} if objective.scale else {}),
         **({"decision": objective.decision} if objective.decision else {}),
     }
-    save_classifier(trainer.model, tokenizer, split.labels, meta, split.prompt, model_dir)
+    with staged_dir(model_dir, "train") as tmp:
+        save_classifier(trainer.model, tokenizer, split.labels, meta, split.prompt, tmp)
     for key, value in summary.items():
         if isinstance(value, (int, float)):
             live.summary[key] = value
@@ -224,7 +232,7 @@ def train_classifier(
     enable_fast_matmul()
     t = params.train
     split = SplitFolder(split_dir)
-    tokenizer = load_tokenizer(base_dir)
+    tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
     train = split.frame("train")
     # Evaluation walks val in order: sorted by length, its batches carry almost no padding.
     val = split.frame("val").sort_values("length", ascending=False, kind="stable")
@@ -236,7 +244,7 @@ def train_classifier(
         objective = head_objective(params, base_dir, split.labels, train, tokenizer, precision)
     average = add_callbacks(objective, params)
 
-    stamp = fingerprint(params, split_dir, base_dir)
+    stamp = fingerprint(params, split_dir, base_dir, precision, process_state().num_processes)
     # The main process inspects (and may clean) the checkpoint folder first; the others then read what it left,
     # so every rank agrees on the checkpoint (two ranks deleting the same folder at once crashed DDP).
     with process_state().main_process_first():
@@ -244,8 +252,9 @@ def train_classifier(
     floor = step_floor(t, train["length"].tolist(), process_state().num_processes)
     task = split.labels.task
     args = training_arguments(params, checkpoint_dir, precision, task, **({"max_steps": floor} if floor else {}))
-    live = open_live(args, model_dir, live_dir, checkpoint_dir, resume, stamp)
+    live = open_live(args, live_dir, checkpoint_dir, resume, stamp)
     callbacks = [LiveMetrics(live), *objective.callbacks, *pruning_callbacks(args.metric_for_best_model)]
+    callbacks.append(CheckpointComplete())  # last: the others write into a checkpoint before it is marked
     trainer = make_trainer(
         objective.model,
         args,
@@ -272,7 +281,7 @@ def train_classifier(
     if trainer.is_world_process_zero():
         # Resumption state is for an interrupted run. Kept after a finished one, a forced re-run of the same
         # settings "resumed" at the last step and trained nothing, and its curves lost their eval series.
-        remove(checkpoint_dir)
+        drop_checkpoints(checkpoint_dir)
     # Every rank leaves the process group together (after the barrier above): across machines, a rank that
     # exits without it can leave the others waiting on a collective that never comes.
     trainer.accelerator.end_training()

@@ -1,8 +1,8 @@
 """Optuna pruning inside the train stage, for `llmcls tune --prune`.
 
 `llmcls tune` runs each trial as a DVC experiment in another process; with pruning on, it names the trial in
-the environment (LLMCLS_TUNE_TRIAL: storage URL, study name, trial id). The stage then reports every validation
-to that trial, and when the study's pruner gives up on it the stage stops with an error: a pruned trial is never
+the environment (LLMCLS_TUNE_TRIAL: study name, trial id; LLMCLS_TUNE_STORAGE: the storage URL). The stage then
+reports every validation to that trial, and when the study's pruner gives up on it the stage stops with an error: a pruned trial is never
 recorded as an experiment, so every experiment DVC holds is a complete run of its params. Without the variable
 nothing here runs; with it, a trial that is not pruned trains exactly as it would without (the callback only
 reads the validation metrics).
@@ -19,6 +19,8 @@ from transformers import TrainerCallback
 from llmcls.core.errors import LlmclsError
 
 TRIAL_ENV = "LLMCLS_TUNE_TRIAL"
+# The study's storage URL: from the environment only (it may hold a password), as `llmcls tune --storage` reads it.
+STORAGE_ENV = "LLMCLS_TUNE_STORAGE"
 PRUNED_AT = "pruned_at_step"  # the trial's user attribute `llmcls tune` reads to tell pruned from failed
 
 
@@ -51,5 +53,5 @@ def pruning_callbacks(metric: str) -> list[TrainerCallback]:
     import optuna
 
     fields = json.loads(spec)
-    study = optuna.load_study(study_name=fields["study"], storage=fields["storage"])
+    study = optuna.load_study(study_name=fields["study"], storage=os.environ[STORAGE_ENV])
     return [OptunaPruning(optuna.trial.Trial(study, fields["trial_id"]), metric)]

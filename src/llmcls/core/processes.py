@@ -1,0 +1,111 @@
+"""Who owns a file or a job: a process named so that a reused process id never reads as the owner still alive.
+
+A bare pid is not an identity: the kernel hands a dead process's id to a new one, so "process 4711 runs" can be
+a stranger. The pid's start time (field 22 of /proc/<pid>/stat, clock ticks since boot) with the host name makes
+an id that no later process repeats on that host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from llmcls.core.errors import LlmclsError
+
+
+@cache
+def host_tag() -> str:
+    """A short, file-name-safe tag of this host (a shared filesystem sees several)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None when there is no such process
+    or no /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(") ", 1)[-1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), or None without /proc."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A process on a host: its id and its start time (0 where the system has no /proc)."""
+
+    host: str
+    pid: int
+    started: int
+
+    @classmethod
+    def me(cls) -> Owner:
+        return cls(host_tag(), os.getpid(), start_time(os.getpid()) or 0)
+
+    def token(self) -> str:
+        return f"{self.host}-{self.pid}-{self.started}"
+
+    @classmethod
+    def parse(cls, token: str) -> Owner | None:
+        found = re.fullmatch(r"([0-9a-f]{6})-(\d+)-(\d+)", token)
+        return cls(found[1], int(found[2]), int(found[3])) if found else None
+
+    def alive(self) -> bool:
+        """Whether this very process still runs. One on another host cannot be seen from here: it counts as
+        alive, so what it owns is never touched from here."""
+        if self.host != host_tag():
+            return True
+        return alive(self.pid, self.started or None)
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    """Whether a process with this id runs, and (given ``started``) is the one that started then, not a later
+    process that reuses its id. A zombie (ended, not yet waited for) no longer runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    fields = _stat(pid)
+    if fields is None:  # no /proc on this system: signal 0 said it exists
+        return True
+    if fields[0] == "Z":
+        return False
+    return started is None or int(fields[19]) == started
+
+
+@contextmanager
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` while ``what`` runs; a second command that wants it stops at once with
+    one error naming the holder. The kernel drops the lock when the holder dies, so a killed command never
+    leaves it held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(encoding="utf-8").strip() or "another llmcls command"
+            raise LlmclsError(
+                f"{what}: {holder} is running in this project ({path} is locked); wait for it to end"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (process {os.getpid()})\n".encode())
+        yield
+    finally:
+        os.close(fd)
