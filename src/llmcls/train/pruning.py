@@ -1,11 +1,11 @@
 """Optuna pruning inside the train stage, for `llmcls tune --prune`.
 
-`llmcls tune` runs each trial as a DVC experiment in another process; with pruning on, it names the trial in
-the environment (LLMCLS_TUNE_TRIAL: study name, trial id; LLMCLS_TUNE_STORAGE: the storage URL). The stage then
-reports every validation to that trial, and when the study's pruner gives up on it the stage stops with an error: a pruned trial is never
-recorded as an experiment, so every experiment DVC holds is a complete run of its params. Without the variable
-nothing here runs; with it, a trial that is not pruned trains exactly as it would without (the callback only
-reads the validation metrics).
+`llmcls tune` runs each trial as a DVC experiment in another process; with pruning on, it names the trial in the
+environment (LLMCLS_TUNE_TRIAL: study name, trial id; LLMCLS_TUNE_STORAGE: the storage URL). The stage then reports
+every validation to that trial, and when the study's pruner gives up on it the stage stops with an error: a pruned
+trial is never recorded as an experiment, so every experiment DVC holds is a complete run of its params. Without
+the variable nothing here runs; with it, a trial that is not pruned trains exactly as it would without (the
+callback only reads the validation metrics).
 """
 
 from __future__ import annotations
