@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import ROOT, sentiment_frame, stage, write_params
 
 from llmcls.core.errors import LlmclsError
+from llmcls.core.outputs import MARKER
 
 PICKLE_LOADS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load")}
 
@@ -97,7 +98,7 @@ def test_remote_code_stays_off_unless_set(tiny_model_dir, tmp_path, monkeypatch)
     record = materialize(model_spec(str(tiny_model_dir)), ("local",), tmp_path / "base")
     assert record["trust_remote_code"] is False
     _, kwargs = weights_location(tmp_path / "base")
-    assert "trust_remote_code" not in kwargs and kwargs["use_safetensors"] is True
+    assert kwargs["trust_remote_code"] is False and kwargs["use_safetensors"] is True
     seen = []
     original = transformers.AutoTokenizer.from_pretrained
     monkeypatch.setattr(
@@ -109,7 +110,12 @@ def test_remote_code_stays_off_unless_set(tiny_model_dir, tmp_path, monkeypatch)
     assert seen == [False]
     trusted = materialize(model_spec(str(tiny_model_dir)), ("local",), tmp_path / "trusted", trust_remote_code=True)
     assert trusted["trust_remote_code"] is True
-    assert weights_location(tmp_path / "trusted")[1]["trust_remote_code"] is True
+    # The folder's record asks for remote code; only the caller can grant it (params / --trust-remote-code).
+    with pytest.raises(LlmclsError, match="--trust-remote-code"):
+        weights_location(tmp_path / "trusted")
+    with pytest.raises(LlmclsError, match="--trust-remote-code"):
+        load_tokenizer(tmp_path / "trusted")
+    assert weights_location(tmp_path / "trusted", trust_remote_code=True)[1]["trust_remote_code"] is True
 
 
 @pytest.mark.parametrize("escape", ["dotdot", "symlink", "symlinked-folder", "absolute"])
@@ -147,7 +153,7 @@ def test_an_exported_folder_holds_no_code_but_the_projects_modeling_file(trained
     assert result.exit_code == 0, result.output
     export = tmp_path / "export"
     files = {p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file()}
-    code = {f for f in files if not f.endswith((".json", ".safetensors", ".md", ".txt", ".model", ".jinja"))}
+    code = {f for f in files if not f.endswith((".json", ".safetensors", ".md", ".txt", ".model", ".jinja", MARKER))}
     assert code == {"modeling_llmcls.py"}, files
     assert (export / "modeling_llmcls.py").read_bytes() == (ROOT / "src/llmcls/model/modeling_llmcls.py").read_bytes()
     auto_map = json.loads((export / "config.json").read_text())["auto_map"]

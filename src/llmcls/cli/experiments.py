@@ -348,7 +348,7 @@ def command_words(command: str) -> tuple[list[str], dict[str, str]]:
     while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
         name, value = words.pop(0).split("=", 1)
         env[name] = value
-    if not words or any(word in {"|", "&&", ";", "||", ">", "<"} for word in words):
+    if not words or any(re.search(r"[;&|<>`$]", word) for word in words):
         raise LlmclsError(f"stage command {command!r}: not a plain command llmcls can run without a shell")
     return words, env
 

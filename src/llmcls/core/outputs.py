@@ -109,7 +109,7 @@ def check_replaceable(target: Path, writer: str) -> None:
     elif target.is_dir() and any(target.iterdir()):
         owner = written_by(target)
         root = _git_root(resolved)
-        if root is not None and resolved in root.parents:
+        if owner == writer and any(resolved.rglob(".git")):  # e.g. an export a user made a hub repo of
             why = "it holds a git repository"
         elif owner != writer and root is not None and _tracked(resolved, root):
             why = "it holds files tracked by git"

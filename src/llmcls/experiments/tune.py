@@ -260,7 +260,9 @@ def tune(
     # A tune killed mid-trial left it running: once its heartbeat is GRACE_S old it is failed (and redone);
     # a trial another live tune is running keeps beating and is left alone.
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     for number in before - {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}:
         echo(f"# trial {number}: its tune stopped (no heartbeat for {GRACE_S} s), marked failed")
     finished = failed = 0  # in this run: a study whose trials all fail stops instead of asking for ever

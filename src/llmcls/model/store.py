@@ -69,9 +69,14 @@ def load_trained_model(
             model_dir, bool(meta["base_model"].get("trust_remote_code")), trust_remote_code
         )
         auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
-        model = auto.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True, **extra
-        )
+        try:
+            model = auto.from_pretrained(
+                model_dir, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True, **extra
+            )
+        except ValueError as error:  # transformers refusing the folder's own code (trust_remote_code=False)
+            if "trust_remote_code" not in str(error):
+                raise
+            remote_code(model_dir, True, False)  # raises llmcls's one error
         if not generative:  # a causal LM writes its label; a classifier's own head is put in place
             from safetensors.torch import load_file
 

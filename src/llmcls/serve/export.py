@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from llmcls.core.artifacts import HEAD_WEIGHTS, LABELS, META, PROMPT
-from llmcls.core.outputs import read_json, staged_dir, write_json
+from llmcls.core.outputs import check_replaceable, read_json, staged_dir, write_json
 from llmcls.model.heads import head_attribute
 from llmcls.model.modeling_llmcls import LlmclsForSequenceClassification
 from llmcls.model.store import load_trained_model
@@ -65,6 +65,7 @@ def export_model(
     from transformers import AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_replaceable(out_dir, "export")  # before the minutes of loading and merging, not after
     with quiet_transformers():
         model, labels, meta = load_trained_model(model_dir, base_dir, None, trust_remote_code)
     architecture = type(model).__name__
