@@ -345,6 +345,33 @@ def test_a_second_sweep_in_one_project_stops_with_a_clear_error(tmp_path, monkey
     assert f"llmcls sweep (process {os.getpid()}) is running in this project" in other.stderr
 
 
+def test_generation_backs_off_when_a_batch_runs_out_of_memory():
+    import torch
+
+    from llmcls.evaluate.generation import generate_all
+
+    sizes = []
+
+    class Tokenizer:
+        pad_token_id, eos_token_id = 0, 1
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(str(int(i)) for i in ids)
+
+    class LM:
+        def generate(self, input_ids, attention_mask, max_new_tokens, **settings):
+            sizes.append(len(input_ids))
+            if len(input_ids) > 3:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return torch.cat([input_ids, input_ids[:, -1:] + 100], dim=1)  # left-padded: last is real
+
+    prompts = [[i + 2] * (1 + i % 3) for i in range(10)]
+    answers: dict[int, str] = {}
+    generate_all(LM(), prompts, Tokenizer(), 1, 8, list(range(10)), answers, torch.device("cpu"))
+    assert answers == {i: str(i + 102) for i in range(10)}
+    assert sizes[0] == 8 and max(sizes[1:]) <= 3
+
+
 # --- with a trained tiny model ---------------------------------------------------------------------------------
 
 

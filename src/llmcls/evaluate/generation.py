@@ -24,7 +24,8 @@ def generate_answers(
     device: torch.device | None = None,
 ) -> list[str]:
     """Greedy answers after each prompt (the generated mode), batched with the KV cache; prompts are padded
-    on the left here, as batched generation needs. Longest first, input order restored."""
+    on the left here, as batched generation needs. Longest first, input order restored. A batch that runs out
+    of memory is retried smaller (accelerate's back-off, as head inference does), from the batch it failed on."""
     device = device or next(lm.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     dtype = autocast_dtype(precision)
@@ -33,8 +34,21 @@ def generate_answers(
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
         if device.type == "cpu":
             warm_up(lambda batch: lm(**batch), prompts, pad)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        generate_all(lm, prompts, tokenizer, max_new_tokens, batch_size, order, answers, device)
+    return [answers[i] for i in range(len(prompts))]
+
+
+def generate_all(lm, prompts, tokenizer, max_new_tokens: int, batch_size: int, order, answers, device) -> None:
+    """Fill ``answers`` for the rows of ``order`` not answered yet, in batches of the largest size that fits."""
+    from accelerate.utils import find_executable_batch_size
+
+    pad = tokenizer.pad_token_id
+
+    @find_executable_batch_size(starting_batch_size=batch_size)
+    def run(size: int) -> None:
+        todo = [i for i in order if i not in answers]  # a retry after an OOM keeps what was answered
+        for start in range(0, len(todo), size):
+            rows = todo[start : start + size]
             batch = pad_batch([prompts[i] for i in rows], pad, side="left")
             width = batch["input_ids"].shape[1]
             out = lm.generate(
@@ -48,7 +62,9 @@ def generate_answers(
             )
             for r, i in enumerate(rows):
                 answers[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-    return [answers[i] for i in range(len(prompts))]
+
+    if order:
+        run()
 
 
 def answer_class(answer: str, label_texts: Sequence[str]) -> int:
