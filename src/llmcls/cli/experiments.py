@@ -130,7 +130,7 @@ def sweep(
     Configurations that already ran, or are queued or running, are skipped; the exact commands are printed.
     With a job backend, a point whose job failed is submitted again and `--collect` brings finished ones here.
     """
-    from llmcls.config.params import params_with
+    from llmcls.config.overrides import params_with
     from llmcls.core.names import check_name
     from llmcls.experiments.queueing import guarded, repair
     from llmcls.experiments.sweep import flat_params, grid, plan
@@ -266,7 +266,7 @@ def tune(
 ) -> None:
     """Search hyperparameters with Optuna (TPE): each trial a DVC experiment, valued on the validation split by
     train.metric_for_best. Run again with the same --study to continue; `llmcls report --study` shows it."""
-    from llmcls.config.params import params_with
+    from llmcls.config.overrides import params_with
     from llmcls.core.names import check_name, redact
     from llmcls.experiments import cluster
     from llmcls.experiments import tune as tuning

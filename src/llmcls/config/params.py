@@ -8,7 +8,6 @@ problem in the file is reported at once, each with its key path.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -389,18 +388,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise LlmclsError(f"{path}: not valid YAML: {err}") from err
     return parse_params(data, str(path))
-
-
-def params_with(path: str | Path, overrides: Mapping[str, Any], source: str) -> Params:
-    """params.yaml with dotted-key overrides applied as `dvc exp run -S` applies them, validated by the same
-    models (one error naming ``source``, such as a sweep point, and every problem), before anything runs it."""
-    data = read_yaml(Path(path).read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            if not isinstance(node.get(key), dict):
-                raise LlmclsError(f"{source}: {dotted}: {key!r} is not a params section")
-            node = node[key]
-        node[last] = value
-    return parse_params(data, source)
