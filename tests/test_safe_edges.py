@@ -376,16 +376,22 @@ def test_generation_backs_off_when_a_batch_runs_out_of_memory():
 
 
 @pytest.mark.model
-def test_export_refuses_the_repository_and_its_tracked_folders_and_deletes_nothing(trained_tiny, tmp_path):
+def test_export_refuses_the_repository_and_its_tracked_folders_and_deletes_nothing(trained_tiny, tmp_path, monkeypatch):
+    from llmcls.cli.main import main as llmcls_main
+
     repo = git_repo(tmp_path / "repo")
     shutil.copytree(trained_tiny / "models", repo / "models")
+    monkeypatch.chdir(repo)
     before = snapshot(repo)
     for out in (".", "src", "..", "models/classifier"):
-        code = f"from llmcls.cli.main import main; main(['export', '--out', {out!r}])"
-        result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
-        assert result.returncode == 1 and "refusing to replace this folder" in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        result = CliRunner().invoke(llmcls_main, ["export", "--out", out])
+        assert result.exit_code == 1 and "refusing to replace this folder" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
     assert snapshot(repo) == before
+    # An export of its own may be replaced by the next one.
+    for _ in range(2):
+        assert CliRunner().invoke(llmcls_main, ["export", "--out", "exports/m"]).exit_code == 0
+    assert json.loads((repo / "exports/m" / MARKER).read_text()) == {"written_by": "export"}
 
 
 def evil_folder(export: Path, dest: Path) -> Path:
