@@ -108,10 +108,9 @@ def check_replaceable(target: Path, writer: str) -> None:
         why = "it is a file, not a folder"
     elif target.is_dir() and any(target.iterdir()):
         owner = written_by(target)
-        root = _git_root(resolved)
         if owner == writer and any(resolved.rglob(".git")):  # e.g. an export a user made a hub repo of
             why = "it holds a git repository"
-        elif owner != writer and root is not None and _tracked(resolved, root):
+        elif owner != writer and (root := _git_root(resolved)) is not None and _tracked(resolved, root):
             why = "it holds files tracked by git"
         elif owner != writer:
             what = f"by {owner!r}" if owner else "by llmcls"
@@ -132,18 +131,13 @@ def fsync_tree(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             fsync_tree(child)
-    if path.is_symlink():
-        return
+    if not path.is_symlink():
+        fsync_entry(path)
+
+
+def fsync_entry(path: Path) -> None:
+    """Flush one file, or one folder's entries (the renames in it) without its files."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree_entry(folder: Path) -> None:
-    """Flush a folder's entries (the renames in it), not its files."""
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -238,15 +232,17 @@ class Transaction:
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is not None:
-            for tmp, _target in self.moves:
-                _delete(tmp)
+            self._discard()
             return
         try:
             self.commit()
         except BaseException:
-            for tmp, _target in self.moves:
-                _delete(tmp)
+            self._discard()
             raise
+
+    def _discard(self) -> None:
+        for tmp, _target in self.moves:
+            _delete(tmp)
 
     def commit(self) -> None:
         for tmp, _target in self.moves:
@@ -276,7 +272,7 @@ class Transaction:
             for new, target, old in moves:
                 _swap(new, target, old)
             for parent in set(parents):
-                fsync_tree_entry(parent)
+                fsync_entry(parent)
             journal.unlink(missing_ok=True)
         for _new, _target, old in moves:
             _delete(old)
@@ -316,13 +312,6 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     """Write a CSV atomically."""
     with staged_file(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def remove_own(path: str | Path, writer: str) -> None:
-    """Delete a folder this writer wrote (its marker says so) or an empty one; anything else is left alone."""
-    path = Path(path)
-    if path.is_dir() and (written_by(path) == writer or not any(path.iterdir())):
-        shutil.rmtree(path)
 
 
 def sha256(path: str | Path) -> str:

@@ -14,29 +14,13 @@ temporary copy, so the point can be queued again under its name.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from llmcls.core.processes import alive
 from llmcls.experiments.runs import Run
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this id runs (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    # A finished child nobody has waited on yet is a zombie: it exists but no longer runs.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1]
-    except OSError:  # no /proc on this system: signal 0 said it exists
-        return True
-    return not state.startswith("Z")
 
 
 def orphaned(runs: Iterable[Run]) -> list[Run]:
