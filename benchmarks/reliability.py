@@ -8,8 +8,11 @@ replays a fixed set), through custom files (fetch -> preprocess -> split), `llmc
 each either gives a result, is rejected cleanly (one `llmcls: error:` naming the file / row / key), or gets a
 traceback (the goal: none). Faults: a tiny project reproduced once; every stage killed at --kills random
 moments (tests/test_faults.py's kill_during), each followed by `dvc repro`, which must end with dvc.lock's
-outputs as before and no temporary file left; a full disk per stage; a corrupted cache object; `llmcls sweep`
-killed while it queues and its queue worker killed mid-run (tests/test_faults.py's bodies). Scoring: the
+outputs as before and no temporary file left; a kill and a full disk (ENOSPC) at each named fault point of
+each stage's write-and-rename phase (tests/test_faults.py's strike); a full disk per stage; a corrupted cache
+object; `llmcls sweep` killed while it queues and its queue worker killed mid-run (tests/test_faults.py's
+bodies). Edges: the tests of each guarantee of issue 53 (writes that cannot destroy, all or nothing, no code
+unasked, no secret or name escapes, concurrency), run and counted per guarantee. Scoring: the
 evaluate and prompt_only stages of this workspace's run (`dvc repro` first) and `llmcls predict`, each
 --eval-runs times in fresh processes, every output compared byte for byte.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import itertools
 import platform
 import random
 import shutil
@@ -106,16 +110,31 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
                     project, reference, stage, rng.uniform(0, 3.0 if stage == "train" else 1.5)
                 )
                 landed += hit
-                survived += problem is None
+                survived += hit and problem is None  # a kill that missed the stage proves nothing
                 if problem:
                     print(problem, flush=True)
-            rows.append((f"SIGKILL during `{stage}`", kills, landed, survived))
+            rows.append((f"SIGKILL at a random moment of `{stage}`", kills, landed, survived))
             print(rows[-1], flush=True)
-        for stage in ("fetch", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"):
+        for stage, outs in expected.items():
+            swapped = len([out for out in outs if out not in tf.LIVE])
+            points = [("write", 1), ("rename", 1)] + ([("rename", swapped)] if swapped > 1 else [])
+            for (point, nth), action in itertools.product(points, ("kill", "enospc")):
+                hit, problem = tf.strike(project, reference, stage, point, nth, action)
+                if problem and hit and action == "enospc":
+                    print(problem, flush=True)
+                if action == "enospc":  # the aged outputs were kept: bring the project back to the reference
+                    run(["dvc", "repro"], project)
+                    run(["git", "checkout", "--", *tf.LIVE], project, check=False)
+                what = {"kill": "SIGKILL", "enospc": "ENOSPC"}[action]
+                rows.append((f"{what} at `{stage}:{point}:{nth}`", 1, int(hit), int(hit and problem is None)))
+                print(rows[-1], problem or "", flush=True)
+        for stage in [s for s in expected if s != "fetch_model"]:
             code, problem = tf.full_disk(project, stage, 1024)
             hit = int(code != 0)  # 0: every file it wrote fit under the limit, no fault happened
-            rows.append((f"full disk (1 KiB file limit) in `{stage}`", hit, hit, int(hit and problem is None)))
+            rows.append((f"full disk (1 KiB file limit, EFBIG) in `{stage}`", 1, hit, int(hit and problem is None)))
             print(rows[-1], problem or "", flush=True)
+            run(["dvc", "repro"], project)  # its aged outputs back to the reference
+            run(["git", "checkout", "--", *tf.LIVE], project, check=False)
         md5 = expected["split"]["data/split"]
         listing = project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
         entry = yaml.safe_load(listing.read_text())[0]
@@ -135,6 +154,74 @@ def faults(kills: int, model_dir: Path, seed: int) -> list[tuple[str, int, int, 
             problems.append(tf.kill_queue_worker(scratch / f"worker{i}", rng)[0])
         rows.append(("SIGKILL of the queue worker mid-run", kills, kills, problems.count(None)))
         print(rows[-1], *filter(None, problems), flush=True)
+    return rows
+
+
+# Each guarantee at the project's edges and the tests (by name) that try it: hostile targets, faults, folders.
+EDGES = {
+    "writes that cannot destroy (targets refused, temporaries, concurrent writers)": (
+        "folder_is_replaced",
+        "repository_its_parents",
+        "committed_folder",
+        "only_llmcls_temporaries",
+        "two_writers",
+        "export_refuses",
+        "two_predicts",
+        "writes_its_out_and_nothing_else",
+    ),
+    "all or nothing (sets, checkpoints, requeued jobs)": (
+        "kill_between",
+        "full_disk_or_a_kill",
+        "checkpoints_resume",
+        "fingerprint",
+        "requeued_job",
+    ),
+    "no code runs unasked (remote code, pickles)": (
+        "own_code_never_runs",
+        "remote_code_stays_off",
+        "pickle",
+        "unsafe_load",
+        "holds_no_code",
+    ),
+    "no secret leaks, no name escapes": (
+        "names_that_become",
+        "passwords_are_masked",
+        "password_in_storage",
+        "sweep_point_is_validated",
+        "no_params_values",
+        "escape_data_custom",
+    ),
+    "concurrency (locks, liveness, out-of-memory back-off)": (
+        "second_sweep",
+        "backs_off",
+        "reused_pid",
+        "process_is_gone",
+        "jobs_state",
+    ),
+}
+EDGE_TESTS = [
+    "tests/test_safe_edges.py",
+    "tests/test_security.py",
+    "tests/test_cluster_units.py",
+    "tests/test_sweep_and_report.py",
+]
+
+
+def edges() -> list[tuple[str, int, int]]:
+    """(guarantee, cases tried, cases held) from one pytest run of the edge tests."""
+    import xml.etree.ElementTree as ElementTree
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        subprocess.run([*pytest, *EDGE_TESTS], cwd=ROOT, capture_output=True)
+        cases = ElementTree.parse(report).getroot().iter("testcase")
+        outcome = {case.get("name"): not list(case) for case in cases}  # no failure/error/skip child: held
+    rows = []
+    for guarantee, words in EDGES.items():
+        tried = [held for name, held in outcome.items() if any(word in name for word in words)]
+        rows.append((guarantee, len(tried), sum(tried)))
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -191,19 +278,23 @@ def main(examples, kills, eval_runs, seed, out) -> None:
         trained = train_tiny_project(scratch / "trained", model)
         counts, samples = generated_inputs(examples, base, trained)
         fault_rows = faults(kills, model, seed)
+    edge_rows = edges()
     evaluation = determinism_runs(eval_runs) if eval_runs else None
-    out.write_text(report(counts, samples, fault_rows, evaluation, examples, kills, eval_runs), encoding="utf-8")
+    out.write_text(
+        report(counts, samples, fault_rows, edge_rows, evaluation, examples, kills, eval_runs), encoding="utf-8"
+    )
     print(f"-> {out}")
 
 
-def report(counts, samples, fault_rows, evaluation, examples, kills, eval_runs) -> str:
+def report(counts, samples, fault_rows, edge_rows, evaluation, examples, kills, eval_runs) -> str:
     day = datetime.date.today().isoformat()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     lines = [
         "# Reliability",
         "",
-        f"Measured {day} on {platform.machine()} ({platform.processor() or 'cpu'}) by `benchmarks/reliability.py "
-        f"--examples {examples} --kills {kills} --eval-runs {eval_runs}`; rerun it to refresh this page (it is "
-        "written by the script, not by hand).",
+        f"Measured {day} at commit {commit.stdout.strip()} on {platform.machine()} "
+        f"({platform.processor() or 'cpu'}) by `benchmarks/reliability.py --examples {examples} --kills {kills} "
+        f"--eval-runs {eval_runs}`; rerun it to refresh this page (it is written by the script, not by hand).",
         "",
         "## Generated inputs",
         "",
@@ -216,8 +307,20 @@ def report(counts, samples, fault_rows, evaluation, examples, kills, eval_runs) 
         lines.append(f"| {name} | {ok + rejected + bad} | {ok} | {rejected} | **{bad}** |")
     for where, (example, detail) in samples.items():
         lines += ["", f"Traceback in {where}: `{example}`", "", "```", detail[-800:], "```"]
-    lines += ["", "## Faults", "", "| fault | injected | landed mid-stage | survived |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Faults",
+        "",
+        "Named fault points (core/faults.py, `LLMCLS_FAULT=STAGE:POINT:N:ACTION`) strike the write-and-rename phase",
+        "of each stage on purpose, over aged outputs (a file added to each folder, a byte to each file), so a kept",
+        "old output cannot pass for the same one written again. Only a fault that landed counts as survived.",
+        "",
+        "| fault | injected | landed | survived |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {name} | {n} | {landed} | {ok} |" for name, n, landed, ok in fault_rows]
+    lines += ["", "## Edges", "", "| guarantee | cases tried | held |", "|---|---|---|"]
+    lines += [f"| {guarantee} | {tried} | {held} |" for guarantee, tried, held in edge_rows]
     if evaluation:
         lines += [
             "",

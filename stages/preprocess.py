@@ -13,8 +13,7 @@ import click
 from llmcls.cli.stage import PathDir, PathFile, params_option, stage
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
-from llmcls.core.outputs import write_json
-from llmcls.data.preprocess import bad_rows_report, preprocess_dataset
+from llmcls.data.preprocess import preprocess_dataset
 from llmcls.model.base import load_tokenizer
 
 SHOWN = 5  # skipped rows printed; the report has them all
@@ -31,9 +30,7 @@ def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | No
     params = load_params(params_path)
     spec = dataset_spec(params.dataset, params.custom, params.task)
     tokenizer = load_tokenizer(base, params.model.trust_remote_code)
-    stats, skipped = preprocess_dataset(spec, params.preprocess, raw, tokenizer, out)
-    if bad_rows is not None:
-        write_json(bad_rows, bad_rows_report(skipped, params.preprocess.bad_rows))
+    stats, skipped = preprocess_dataset(spec, params.preprocess, raw, tokenizer, out, bad_rows)
     if skipped:
         shown = "\n".join(f"  {bad}" for bad in skipped[:SHOWN])
         more = f"\n  ... and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""

@@ -1,5 +1,6 @@
 """Faults injected into the real pipeline of a reproduced tiny project: each stage killed (SIGKILL, the whole
-process group, at a random moment), a full disk (RLIMIT_FSIZE), a corrupted DVC cache, two `dvc repro` at once.
+process group, at a random moment), a kill or a full disk (ENOSPC) at a named fault point of the write-and-rename
+phase (core/faults.py), a full disk (RLIMIT_FSIZE), a corrupted DVC cache, two `dvc repro` at once.
 
 The properties: a killed stage leaves each output absent or complete (never half-written, never a leftover
 temporary file after the next run), and the next `dvc repro` ends with the same outputs and metrics as the
@@ -32,7 +33,8 @@ ENV = os.environ | {"PATH": BIN + os.pathsep + os.environ["PATH"]}
 # Stages killed in the suite; benchmarks/reliability.py kills every stage at more points.
 KILLED = os.environ.get("LLMCLS_FAULT_STAGES", "fetch,preprocess,train,evaluate").split(",")
 SEED = int(os.environ.get("LLMCLS_FAULT_SEED", str(random.SystemRandom().randrange(10**6))))
-LEFTOVER = re.compile(r"\.[^/]+\.[A-Za-z0-9_]{8}$")  # core/outputs.py's temporary siblings
+# core/outputs.py's temporary siblings and commit journals
+LEFTOVER = re.compile(r"\.[^/]+\.llmcls-(?:[0-9a-f]{6}-\d+-\d+-(?:new|old)-[0-9a-f]{6}|journal)$")
 
 
 def digest(path: Path) -> str | None:
@@ -137,16 +139,88 @@ def limited_writes(limit: int):
     return apply
 
 
+LIVE = {"metrics/train"}  # DVCLive's curves: appended as training runs (a resumed run continues them), not swapped
+
+
+def age_outputs(project: Path, outs) -> dict[str, str | None]:
+    """Make ``outs`` differ from anything the stage writes (a file in each folder, a byte on each file), so that
+    after a failed write "the old outputs kept" cannot be mistaken for "the same ones written again"."""
+    for out in outs:
+        path = project / out
+        if path.is_dir():
+            (path / "from-an-earlier-run.txt").write_text("old\n")
+        elif path.is_file():
+            path.chmod(0o644)
+            with path.open("ab") as handle:
+                handle.write(b"\n")
+    return {out: digest(project / out) for out in outs}
+
+
+def strike(project: Path, reference: Path, stage: str, point: str, nth: int, action: str) -> tuple[bool, str | None]:
+    """Run ``stage`` (dvc.lock's command) with LLMCLS_FAULT set to ``stage:point:nth:action``, over aged outputs:
+    (whether the fault landed, the first problem or None). A full disk must be one `llmcls: error:` that keeps
+    the old outputs whole; after a kill each output must be old, new or absent, and the next `dvc repro` must
+    finish the set (the journal rolled forward) and end as the reference, with no temporary left."""
+    command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]
+    outs = [out for out in locked_outs(reference)[stage] if out not in LIVE]
+    old = age_outputs(project, outs)
+    log = project.parent / f"faults-{stage}-{point}-{nth}-{action}.log"
+    log.unlink(missing_ok=True)
+    env = ENV | {"LLMCLS_FAULT": f"{stage}:{point}:{nth}:{action}", "LLMCLS_FAULT_LOG": str(log)}
+    result = subprocess.run(command, shell=True, cwd=project, env=env, capture_output=True, text=True)
+    landed = log.exists() and log.read_text().strip() == f"{stage}:{point}:{nth}:{action}"
+    now = {out: digest(project / out) for out in outs}
+    if not landed:
+        return False, f"{stage}:{point}:{nth} was never reached (exit {result.returncode})"
+    if action == "enospc":
+        if result.returncode != 1 or "Traceback" in result.stderr or "llmcls: error:" not in result.stderr:
+            return True, f"not one clean error:\n{result.stderr[-3000:]}"
+        if not any(why in result.stderr for why in FULL_DISK.values()):
+            return True, f"the error does not say the disk is full:\n{result.stderr[-2000:]}"
+        if now != old:
+            return True, f"the old outputs were not kept: {[o for o in outs if now[o] != old[o]]}"
+        if leftovers(project):
+            return True, f"temporary files left: {leftovers(project)}"
+        return True, None
+    new = {out: digest(reference / out) for out in outs}
+    if torn := [o for o in outs if now[o] not in (None, old[o], new[o])]:
+        return True, f"half-written after the kill: {torn}"
+    again = run(["dvc", "repro"], project, check=False)
+    if again.returncode != 0:
+        return True, f"the next dvc repro failed:\n{again.stderr[-3000:]}"
+    if {out: digest(project / out) for out in outs} != new:
+        return True, "the next dvc repro did not end as the uninterrupted run"
+    if leftovers(project):
+        return True, f"temporary files or a journal survived the next run: {leftovers(project)}"
+    return True, None
+
+
+# A lone output's write, a set's second rename (journal written, one output swapped in) and the model download;
+# benchmarks/reliability.py strikes every stage at each point.
+STRIKES = [
+    ("fetch_model", "write", 1, "enospc"),
+    ("preprocess", "rename", 2, "kill"),
+    ("evaluate", "rename", 2, "enospc"),
+]
+
+
+@pytest.mark.parametrize(("stage", "point", "nth", "action"), STRIKES)
+def test_a_fault_in_the_write_phase_keeps_the_old_set_or_ends_as_the_new(
+    stage, point, nth, action, reproduced, reproduced_copy
+):
+    landed, problem = strike(reproduced_copy, reproduced.path, stage, point, nth, action)
+    assert landed and problem is None, problem
+
+
 def full_disk(project: Path, stage: str, limit: int) -> tuple[int, str | None]:
     """Run ``stage`` as dvc.lock's command, not under dvc repro (which removes a stage's outputs before running
-    it), with files limited to ``limit`` bytes: (its exit code, the first problem or None). Expected: one
-    `llmcls: error:` naming the full disk, no traceback, no temporary file, the previous outputs kept.
-    preprocess's staged writes keep them in place; train clears its own at the start (its curves are written
-    live, and a resumed run continues them): `dvc checkout` brings the model back from the cache and git the
-    curves (cache: false). Exit code 0: every file fitted, no fault happened."""
-    command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]  # rendered
-    outs = locked_outs(project)[stage]
-    before = {out: digest(project / out) for out in outs}
+    it), with files limited to ``limit`` bytes, over aged outputs (so the new ones would differ): (its exit
+    code, the first problem or None). Expected: one `llmcls: error:` naming the full disk, no traceback, no
+    temporary file, the previous outputs kept as they were. Train's curves are cleared at its start and written
+    live: git brings them back (cache: false). Exit code 0: every file fitted, no fault happened."""
+    command = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["cmd"]
+    outs = [out for out in locked_outs(project)[stage] if out not in LIVE]
+    before = age_outputs(project, outs)
     result = subprocess.run(
         command, shell=True, cwd=project, env=ENV, capture_output=True, text=True, preexec_fn=limited_writes(limit)
     )
@@ -159,8 +233,7 @@ def full_disk(project: Path, stage: str, limit: int) -> tuple[int, str | None]:
     if leftovers(project):
         return result.returncode, f"temporary files left: {leftovers(project)}"
     if stage == "train":
-        run(["dvc", "checkout", stage], project)  # the model, from the DVC cache
-        run(["git", "checkout", "--", "metrics/train"], project)  # its curves are git-tracked (cache: false)
+        run(["git", "checkout", "--", *LIVE], project)
     if {out: digest(project / out) for out in outs} != before:
         return result.returncode, "the previous outputs were not kept"
     return result.returncode, None

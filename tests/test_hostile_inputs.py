@@ -8,6 +8,7 @@ Every failing example hypothesis found is kept below as an explicit @example, so
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import traceback
@@ -105,7 +106,9 @@ def predict_outcome(table: TableFile, model_dir: Path, flags=()) -> tuple[str, s
         args = ["predict", "--model", str(model_dir), "--input", str(path)]
         args += ["--out", "out/predictions.csv", "--text-columns", "text", "--encoding", table.declared]
         args += sorted(flags) + (["--names", "text,label"] if "--no-header" in flags else [])
-        kind, detail = outcome(CliRunner().invoke(llmcls_main, args), [table.name, "--", "text", "column"])
+        # The input file, the option whose value does not fit it, or the text column by its quoted name.
+        named = [table.name, "--text-columns", "--encoding", "--names", "--max-rows", "--bad-rows", "'text'"]
+        kind, detail = outcome(CliRunner().invoke(llmcls_main, args), named)
         written = files_under(root / "out")
         if kind != TRACEBACK and written != ({"predictions.csv"} if kind == OK else set()):
             return TRACEBACK, f"{kind}, but wrote {sorted(written)}"  # nothing half-written
@@ -185,13 +188,21 @@ def params_outcome(changes: list[tuple[str, str]], drop: list[str]) -> tuple[str
             load_params(path)
         except LlmclsError as err:
             message = err.format_message()
-            named = [key.rsplit(".", 1)[-1] for key, _ in changes] + [k.rsplit(".", 1)[-1] for k in drop]
-            if str(path) in message and ("not valid YAML" in message or any(n in message for n in named)):
+            if str(path) in message and ("not valid YAML" in message or names_a_key(message, changes, drop)):
                 return REJECTED, message
-            return TRACEBACK, f"the message names no file or key: {message}"
+            return TRACEBACK, f"the message names no file or changed key: {message}"
         except Exception:  # noqa: BLE001 (the outcome to report)
             return TRACEBACK, traceback.format_exc()
         return OK, ""
+
+
+def names_a_key(message: str, changes: list[tuple[str, str]], drop: list[str]) -> bool:
+    """Whether one of the message's `key.path: problem` lines is about a changed or dropped key: that key, a key
+    inside it (a section replaced by a scalar) or the section holding it (a value that fits none of a union's
+    kinds is reported at the union)."""
+    edited = [key for key, _ in changes] + drop
+    problems = re.findall(r"^\s*(?:- )?([A-Za-z_][\w.]*):", message, flags=re.MULTILINE)
+    return any(f == k or f.startswith(k + ".") or k.startswith(f + ".") for f in problems for k in edited)
 
 
 def edited_yaml(lines: list[str], changes: list[tuple[str, str]], drop: list[str]) -> str:

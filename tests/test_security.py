@@ -16,41 +16,142 @@ from conftest import ROOT, sentiment_frame, stage, write_params
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import MARKER
 
-PICKLE_LOADS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load")}
+# Loaders that unpickle, by their full dotted name. torch's are safe with weights_only=True, numpy's unless
+# allow_pickle is set.
+PICKLE_LOADERS = {
+    *(f"{module}.{fn}" for module in ("pickle", "_pickle", "cloudpickle", "dill") for fn in ("load", "loads")),
+    "pickle.Unpickler",
+    "joblib.load",
+    "pandas.read_pickle",
+    "shelve.open",
+    "numpy.load",
+    "torch.load",
+    "torch.serialization.load",
+}
 
 
-def calls_loading_pickles(path: Path) -> list[str]:
-    """`torch.load(...)` without weights_only=True, and any pickle / joblib / dill load, in one source file."""
+def imported_names(tree: ast.AST) -> dict[str, str]:
+    """Each name a module binds by import -> the dotted name it stands for (`pk` -> `pickle`, `load` ->
+    `torch.load`, `np` -> `numpy`)."""
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                names[alias.asname or top] = alias.name if alias.asname else top
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return names
+
+
+def dotted(node: ast.AST, names: dict[str, str]) -> str | None:
+    """`pk.loads` -> `pickle.loads`, through the module's imports; None for a call that is not a name chain."""
+    attributes = []
+    while isinstance(node, ast.Attribute):
+        attributes.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([names.get(node.id, node.id), *reversed(attributes)])
+
+
+def keyword(call: ast.Call, name: str) -> object:
+    """A call's keyword argument: its constant, "set" for an expression, None when absent."""
+    value = next((k.value for k in call.keywords if k.arg == name), None)
+    return None if value is None else value.value if isinstance(value, ast.Constant) else "set"
+
+
+def calls_loading_pickles(path: Path, ours: bool = True) -> list[str]:
+    """Calls in one source file that can unpickle, under any name they were imported as. In our code torch's
+    loads must say weights_only=True; in a library (``ours`` False) they may rely on torch's default (True since
+    torch 2.6) and are flagged only when they turn it off."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = imported_names(tree)
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or (name := dotted(node.func, names)) not in PICKLE_LOADERS:
             continue
-        owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
-        if (owner, node.func.attr) not in PICKLE_LOADS:
+        if name in ("torch.load", "torch.serialization.load"):
+            weights_only = keyword(node, "weights_only")
+            if weights_only is True or (not ours and weights_only in (None, "set")):
+                continue
+        if name == "numpy.load" and keyword(node, "allow_pickle") in (None, False):
             continue
-        safe = owner == "torch" and any(
-            k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-            for k in node.keywords
-        )
-        if not safe:
-            found.append(f"{path}:{node.lineno}: {owner}.{node.func.attr}")
+        found.append(f"{path}:{node.lineno}: {name}")
     return found
 
 
-def test_no_pickle_is_loaded_by_our_code_or_the_trainer_we_resume_with():
+def resume_sources() -> list[Path]:
+    """The library code every strategy resumes a checkpoint through: the Trainer (single process, DDP),
+    accelerate's state loading (FSDP, its scaler and RNG states), peft's adapter loading and, where installed,
+    DeepSpeed's engine."""
+    import importlib.util
+
+    modules = [
+        "transformers.trainer",
+        "transformers.trainer_pt_utils",
+        "accelerate.accelerator",
+        "accelerate.checkpointing",
+        "accelerate.utils.fsdp_utils",
+        "peft.utils.save_and_load",
+        "deepspeed.runtime.engine",
+        "deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine",
+    ]
+    found = []
+    for module in modules:
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:  # deepspeed: not installed on CPU hosts
+            spec = None
+        if spec and spec.origin:
+            found.append(Path(spec.origin))
+    return found
+
+
+def test_no_pickle_is_loaded_by_our_code_or_the_code_we_resume_with():
     ours = [p for folder in ("src", "stages", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
     assert [hit for p in ours for hit in calls_loading_pickles(p)] == []
-    # Resuming a checkpoint goes through transformers' Trainer (optimizer, scheduler, RNG states): its
-    # torch.load calls must keep weights_only=True in the pinned version.
-    import transformers.trainer
+    import torch
+    from packaging.version import Version
 
-    assert calls_loading_pickles(Path(transformers.trainer.__file__)) == []
+    assert Version(torch.__version__) >= Version("2.6")  # torch.load's weights_only defaults to True
+    libraries = resume_sources()
+    assert {p.name for p in libraries} >= {"trainer.py", "checkpointing.py", "fsdp_utils.py", "save_and_load.py"}
+    assert [hit for p in libraries for hit in calls_loading_pickles(p, ours=False)] == []
 
 
-def test_the_checker_finds_an_unsafe_load(tmp_path):
+def test_the_checker_finds_an_unsafe_load_under_any_name(tmp_path):
     source = tmp_path / "bad.py"
-    source.write_text("import torch\nx = torch.load('w.pt')\ny = torch.load('w.pt', weights_only=True)\n")
-    assert calls_loading_pickles(source) == [f"{source}:2: torch.load"]
+    source.write_text(
+        "import torch\nimport pickle as pk\nimport numpy as np\nimport pandas as pd\n"
+        "from torch import load\nfrom torch.serialization import load as tload\n"
+        "a = torch.load('w.pt')\n"  # 7
+        "b = torch.load('w.pt', weights_only=True)\n"
+        "c = load('w.pt')\n"  # 9
+        "d = pk.loads(b'')\n"  # 10
+        "e = torch.serialization.load('w.pt')\n"  # 11
+        "f = tload('w.pt', weights_only=False)\n"  # 12
+        "g = pd.read_pickle('x.pkl')\n"  # 13
+        "h = np.load('x.npy')\n"
+        "i = np.load('x.npy', allow_pickle=True)\n"  # 15
+    )
+    assert [hit.split(": ")[-1] + f"@{hit.split(':')[-2]}" for hit in calls_loading_pickles(source)] == [
+        "torch.load@7",
+        "torch.load@9",
+        "pickle.loads@10",
+        "torch.serialization.load@11",
+        "torch.serialization.load@12",
+        "pandas.read_pickle@13",
+        "numpy.load@15",
+    ]
+    # A library may rely on torch's default; turning it off is still found.
+    assert [h.split(": ")[-1] for h in calls_loading_pickles(source, ours=False)] == [
+        "pickle.loads",
+        "torch.serialization.load",
+        "pandas.read_pickle",
+        "numpy.load",
+    ]
 
 
 def pickled_copy(model_dir: Path, dest: Path) -> Path:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -356,9 +357,12 @@ def test_a_run_from_before_a_key_existed_reads_as_the_behaviour_it_had():
 
 def test_a_running_point_whose_process_is_gone_is_released_and_a_live_one_is_not(tmp_path):
     """The pid of a running experiment comes from `dvc exp show`; a dead one (or none: the worker died before it
-    started the run) is released, a live one never (DVC would kill it), nor a queued one."""
+    started the run, or its pid now belongs to another command) is released, a live one never (DVC would kill
+    it), nor a queued one."""
     ended = subprocess.Popen(["true"])
     ended.wait()
+    # A stand-in for a live `dvc exp exec-run`: its command line says so, as the real one's does.
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exec-run"])
     rows = fake_exp_show()
 
     def running(rev, name, pid):
@@ -366,18 +370,23 @@ def test_a_running_point_whose_process_is_gone_is_released_and_a_live_one_is_not
         local = None if pid is None else {"root": str(tmp_path / name), "pid": pid, "log": "x", "task_id": rev}
         return {"revs": [state], "executor": {"state": "running", "name": "dvc-task", "local": local}, "name": name}
 
-    rows[1]["experiments"] += [running("d" * 40, "dead", ended.pid), running("l" * 40, "live", os.getpid())]
-    rows[1]["experiments"].append(running("n" * 40, "never-started", None))
-    runs = parse_exp_show(rows)
-    assert {r.name: r.pid for r in runs if r.state == "running"} == {
-        "dead": ended.pid,
-        "live": os.getpid(),
-        "never-started": None,
-    }
-    assert [r.name for r in orphaned(runs)] == ["dead", "never-started"]
-    kept, lines = recover(runs, tmp_path, dry_run=True)  # a dry run releases nothing, and says so
-    assert {r.name for r in runs} - {r.name for r in kept} == {"dead", "never-started"}
-    assert len(lines) == 2 and all("its worker is gone" in line for line in lines)
+    rows[1]["experiments"] += [running("d" * 40, "dead", ended.pid), running("l" * 40, "live", live.pid)]
+    rows[1]["experiments"] += [running("n" * 40, "never-started", None), running("r" * 40, "reused", os.getpid())]
+    try:
+        runs = parse_exp_show(rows)
+        assert {r.name: r.pid for r in runs if r.state == "running"} == {
+            "dead": ended.pid,
+            "live": live.pid,
+            "never-started": None,
+            "reused": os.getpid(),
+        }
+        assert sorted(r.name for r in orphaned(runs)) == ["dead", "never-started", "reused"]
+        kept, lines = recover(runs, tmp_path, dry_run=True)  # a dry run releases nothing, and says so
+        assert {r.name for r in runs} - {r.name for r in kept} == {"dead", "never-started", "reused"}
+        assert len(lines) == 3 and all("its worker is gone" in line for line in lines)
+    finally:
+        live.kill()
+        live.wait()
     # Released, the point is planned again; the live one still blocks its own.
     reference = normalise_params(params())
     assert plan(grid({"train.seed": [7]}, {}), {}, reference, runs)[0].skipped == "running as dead"

@@ -160,13 +160,24 @@ def _locked(folders: list[Path]) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
-def _swap(new: Path, target: Path, old: Path) -> None:
-    """Put ``new`` at ``target``; what was there moves to ``old`` first (deleted after the whole set is in)."""
+def _swap(new: Path, target: Path, old: Path, keep_old: bool = True) -> None:
+    """Put ``new`` at ``target``; what was there moves to ``old`` first (deleted after the whole set is in), so
+    a failed commit can put it back. A lone file (``keep_old`` False) is replaced in one atomic rename."""
     if new.exists():
-        if target.is_dir() and not target.is_symlink():
+        if (target.exists() or target.is_symlink()) and (keep_old or target.is_dir()):
             os.replace(target, old)
         faults.point("rename")
         os.replace(new, target)
+
+
+def _roll_back(moves: list[tuple[Path, Path, Path]]) -> None:
+    """Undo the renames of a commit that failed (a full disk, a permission) before its last: each old output
+    goes back; a new one already in goes back to its temporary, which the caller discards."""
+    for new, target, old in reversed(moves):
+        if old.exists() or old.is_symlink():
+            if target.exists() or target.is_symlink():
+                os.replace(target, new)
+            os.replace(old, target)
 
 
 def _roll_forward(journal: Path) -> None:
@@ -260,7 +271,8 @@ class Transaction:
         first = self.moves[0][1]
         journal = first.parent / _JOURNAL.format(name=first.name)
         with _locked(parents):
-            if len(moves) > 1:  # one rename is atomic by itself; several need the journal to finish together
+            several = len(moves) > 1  # one rename is atomic by itself; several need the journal to finish together
+            if several:
                 record = {
                     "owner": Owner.me().token(),
                     "moves": [{"new": str(n), "target": str(t), "old": str(o)} for n, t, o in moves],
@@ -269,8 +281,13 @@ class Transaction:
                 tmp_journal.write_text(json.dumps(record), encoding="utf-8")
                 fsync_tree(tmp_journal)
                 os.replace(tmp_journal, journal)
-            for new, target, old in moves:
-                _swap(new, target, old)
+            try:
+                for new, target, old in moves:
+                    _swap(new, target, old, keep_old=several)
+            except BaseException:
+                _roll_back(moves)
+                journal.unlink(missing_ok=True)
+                raise
             for parent in set(parents):
                 fsync_entry(parent)
             journal.unlink(missing_ok=True)

@@ -88,6 +88,19 @@ def alive(pid: int, started: int | None = None) -> bool:
     return started is None or int(fields[19]) == started
 
 
+def alive_running(pid: int, words: bytes) -> bool:
+    """Whether process ``pid`` runs and its command line holds ``words``: where only a bare pid was recorded
+    (DVC's queue records no start time), a later process that reuses the id runs another command."""
+    if not alive(pid):
+        return False
+    try:
+        return words in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc on this system: signal 0 said it exists
+    except OSError:  # another user's process: it exists, its command line is hidden
+        return True
+
+
 @contextmanager
 def exclusive(path: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` while ``what`` runs; a second command that wants it stops at once with

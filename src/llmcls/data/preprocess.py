@@ -13,16 +13,22 @@ from llmcls.config.catalog import DatasetSpec
 from llmcls.config.params import PreprocessParams
 from llmcls.core.artifacts import LABELS, PROMPT, REGRESSION
 from llmcls.core.errors import LlmclsError
-from llmcls.core.outputs import read_json, staged_dir, write_json
+from llmcls.core.outputs import Transaction, json_text, read_json, write_json
 from llmcls.data.prompt import class_list_fits, encode_table, prompt_encoder, prompt_record, shown_class_names
 from llmcls.data.rows import BadRow, canonical_rows, label_set, swap_permutation, with_label_ids
 
 
 def preprocess_dataset(
-    spec: DatasetSpec, params: PreprocessParams, raw_dir: Path, tokenizer, out_dir: Path
+    spec: DatasetSpec,
+    params: PreprocessParams,
+    raw_dir: Path,
+    tokenizer,
+    out_dir: Path,
+    bad_rows: Path | None = None,
 ) -> tuple[dict[str, Any], list[BadRow]]:
     """Canonicalise and tokenise every raw split in ``raw_dir``; write them with labels.json and prompt.json
-    to ``out_dir``. Returns the stats and the rows dropped under ``bad_rows: skip``."""
+    to ``out_dir``, and the report of dropped rows to ``bad_rows`` (one set: both or neither replaced).
+    Returns the stats and the rows dropped under ``bad_rows: skip``."""
     source = read_json(raw_dir / "source.json")
     files = source["files"]
     if "label_names" in source:  # a label-names file, read by fetch (which depends on it)
@@ -57,7 +63,8 @@ def preprocess_dataset(
         "template_tokens": encoder.fixed,
         "max_prompt_tokens": encoder.max_length,
     }
-    with staged_dir(out_dir, "preprocess") as tmp:
+    with Transaction("preprocess") as out:
+        tmp = out.folder(out_dir)
         write_json(tmp / PROMPT, record)
         for split, table in tables.items():
             encoded = with_label_ids(encode_table(table, record, tokenizer), labels)
@@ -71,6 +78,8 @@ def preprocess_dataset(
         permutation = swap_permutation(spec, labels)
         write_json(tmp / LABELS, labels.to_json() | ({"swap_permutation": permutation} if permutation else {}))
         write_json(tmp / "stats.json", stats)
+        if bad_rows is not None:
+            out.file(bad_rows).write_text(json_text(bad_rows_report(skipped or [], params.bad_rows)), encoding="utf-8")
     return stats, skipped or []
 
 

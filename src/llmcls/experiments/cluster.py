@@ -14,9 +14,6 @@ job id and log files), so a later sweep can tell a point still running from one 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +23,8 @@ from typing import Any
 
 from llmcls.core.errors import LlmclsError
 from llmcls.core.names import check_name
-from llmcls.experiments import workers
+from llmcls.core.processes import alive_running
+from llmcls.experiments.node import JobSpec, PointJob, checked_call, last_line, write_status
 from llmcls.experiments.runs import exp_ref
 
 BACKENDS = ("local", "submitit-local", "slurm")  # local: DVC's own queue in this workspace
@@ -34,71 +32,6 @@ JOBS_DIR = Path(".dvc/tmp/llmcls-jobs")
 RECORD = JOBS_DIR / "jobs.json"
 # Settings a job's clone copies from this project's DVC config (its .dvc/config.local is not in git).
 CACHE_KEYS = ("dir", "type", "shared")
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a job needs, picklable: submitit sends it to the node."""
-
-    name: str
-    overrides: tuple[str, ...]  # KEY=VALUE as `dvc exp run -S` reads them
-    repo: str  # git URL the job clones and pushes the experiment to
-    commit: str
-    config: tuple[tuple[str, ...], ...]  # `dvc remote add --local -f NAME URL` / `dvc config --local KEY VALUE`
-    clone: str  # the job's working folder (removed after a pushed experiment)
-    env: tuple[tuple[str, str], ...] = ()  # added to the run's environment (a `llmcls tune --prune` trial's id)
-    status: str = ""  # the JSON file the job writes its state to: running, finished or failed (with why)
-
-    def commands(self) -> list[list[str]]:
-        """The job's commands after the clone, in order (printed by --dry-run)."""
-        sets = [arg for override in self.overrides for arg in ("-S", override)]
-        return [
-            *([*setting] for setting in self.config),
-            ["dvc", "exp", "run", "--pull", "-n", self.name, *sets],
-            ["dvc", "exp", "push", "origin", self.name],
-        ]
-
-
-def _call(command: Sequence[str], cwd: str | Path | None = None, env: Mapping[str, str] | None = None) -> str:
-    full_env = os.environ | dict(env) if env else None
-    result = subprocess.run(
-        list(command), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=full_env
-    )
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise LlmclsError(f"`{shlex.join(command)}` failed ({result.returncode}):\n{output[-4000:]}")
-    return result.stdout
-
-
-def run_point(spec: JobSpec) -> str:
-    """The job: clone at the sweep's commit, run the point as a DVC experiment, push it. Runs on the node.
-    Its state goes to a JSON file (not submitit's result pickle: llmcls loads no pickle)."""
-    write_status(spec.status, "running")
-    try:
-        clone = Path(spec.clone)
-        if clone.exists():  # an earlier attempt of this point: start clean
-            shutil.rmtree(clone)
-        clone.parent.mkdir(parents=True, exist_ok=True)
-        _call(["git", "clone", "--quiet", "--no-checkout", spec.repo, str(clone)])
-        _call(["git", "checkout", "--quiet", "--detach", spec.commit], clone)
-        for command in spec.commands():
-            print(f"llmcls job {spec.name}: {shlex.join(command)}", flush=True)
-            print(_call(command, clone, dict(spec.env))[-2000:], flush=True)
-        shutil.rmtree(clone)  # pushed: the clone holds nothing the remotes lack
-    except Exception as error:
-        write_status(spec.status, "failed", f"{type(error).__name__}: {_last_line(str(error))}")
-        raise
-    write_status(spec.status, "finished")
-    return spec.name
-
-
-def write_status(path: str, state: str, detail: str = "") -> None:
-    from llmcls.core.outputs import staged_file
-
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with staged_file(Path(path)) as tmp:
-            tmp.write_text(json.dumps({"state": state, "detail": detail}))
 
 
 def job_config(project: Path) -> tuple[tuple[str, ...], ...]:
@@ -133,11 +66,11 @@ def remote_url(project: Path, remote: str) -> str:
 
 def commit_on_remote(project: Path, remote: str) -> str:
     """HEAD's commit, checked to be on the remote (jobs clone it from there)."""
-    commit = _call(["git", "rev-parse", "HEAD"], project).strip()
+    commit = checked_call(["git", "rev-parse", "HEAD"], project).strip()
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=project).returncode != 0:
         raise LlmclsError("the workspace has uncommitted changes: jobs run the sweep's commit; commit and push first")
-    _call(["git", "fetch", "--quiet", remote], project)
-    branches = _call(["git", "branch", "-r", "--contains", commit], project).split()
+    checked_call(["git", "fetch", "--quiet", remote], project)
+    branches = checked_call(["git", "branch", "-r", "--contains", commit], project).split()
     if not any(b.startswith(f"{remote}/") for b in branches):
         raise LlmclsError(f"commit {commit[:7]} is not on git remote {remote!r}: `git push {remote} HEAD` first")
     return commit
@@ -146,7 +79,7 @@ def commit_on_remote(project: Path, remote: str) -> str:
 def pushed_experiments(project: Path, remote: str, commit: str) -> set[str]:
     """Names of the experiments of ``commit`` on the git remote (refs/exps/<sha[:2]>/<sha[2:]>/<name>)."""
     prefix = exp_ref(commit, "")
-    refs = _call(["git", "ls-remote", remote, f"{prefix}*"], project).split()
+    refs = checked_call(["git", "ls-remote", remote, f"{prefix}*"], project).split()
     return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
 
@@ -179,22 +112,18 @@ class Submitted:
         if written["state"] in ("finished", "failed"):
             return written["state"], written.get("detail", "")
         if self.backend == "submitit-local":
-            alive = workers.alive(int(self.job_id))
+            # Its job id is the pid of submitit's runner: a later process reusing the id runs something else.
+            alive = alive_running(int(self.job_id), b"submitit")
             return ("running", "") if alive else ("failed", "its process ended without a result (killed?)")
         # squeue, not sacct: it needs no accounting database, and a job it no longer lists has ended.
         listed = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
         if listed.returncode != 0 and "invalid job id" not in listed.stderr.lower():
             # slurmctld busy or unreachable: not knowing is not a failure (that would submit the point twice).
-            return "running", f"unknown (squeue: {_last_line(listed.stderr)})"
+            return "running", f"unknown (squeue: {last_line(listed.stderr)})"
         state = listed.stdout.strip().lower() if listed.returncode == 0 else ""
         if state and state not in ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory"):
             return "running", state
         return "failed", f"SLURM job ended{' ' + state if state else ''} without a result (timeout? cancelled?)"
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 def read_record(project: Path) -> dict[str, Submitted]:
@@ -257,7 +186,7 @@ def submit(
         write_status(spec.status, "submitted")
     if backend == "slurm":
         with made.batch():
-            pending = [(spec, made.submit(run_point, spec)) for spec in specs]
+            pending = [(spec, made.submit(PointJob(), spec)) for spec in specs]
         for spec, job in pending:
             keep(spec, job)
         return submitted
@@ -266,7 +195,7 @@ def submit(
         while len(running) >= jobs:
             running = [job for job in running if not job.done()]
             time.sleep(0.5)
-        job = made.submit(run_point, spec)
+        job = made.submit(PointJob(), spec)
         running.append(job)
         keep(spec, job)
     return submitted
@@ -281,7 +210,7 @@ def wait(jobs: Sequence[Submitted], poll_s: float = 2.0) -> None:
 def collect(project: Path, remote: str, names: Sequence[str]) -> None:
     """`dvc exp pull` the named experiments (git refs and their outputs) from the git remote."""
     if names:
-        _call(["dvc", "exp", "pull", "--force", remote, *names], project)
+        checked_call(["dvc", "exp", "pull", "--force", remote, *names], project)
 
 
 def plan_jobs(
@@ -343,7 +272,7 @@ def spec_maker(project: Path, remote: str, work_dir: Path) -> SpecMaker:
 def outcome(project: Path, remote: str, names: Sequence[str], echo: Callable[[str], None]) -> list[str]:
     """Pull the named experiments that reached the remote; name the others with their job's state and log.
     Returns the names of failed points."""
-    commit = _call(["git", "rev-parse", "HEAD"], project).strip()
+    commit = checked_call(["git", "rev-parse", "HEAD"], project).strip()
     pushed = pushed_experiments(project, remote, commit)
     done = [name for name in names if name in pushed]
     collect(project, remote, done)

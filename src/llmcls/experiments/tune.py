@@ -161,6 +161,14 @@ def open_study(name: str, storage: str, direction: str, metric: str, seed: int, 
 HEARTBEAT_S, GRACE_S = 30, 120  # a running trial's driver beats every 30 s; 2 min of silence: it is dead
 
 
+def _ask(study: Any, count: int) -> list[Any]:
+    """``count`` new trials. Optuna warns that its heartbeat is meant for Study.optimize: here `heartbeats`
+    beats for ask-and-tell trials instead, so the warning is not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
+        return [study.ask() for _ in range(count)]
+
+
 @contextmanager
 def heartbeats(study: Any, trials: Sequence[Any]) -> Iterator[None]:
     """Beat for ``trials`` while their experiments run, so another tune of the same study (another shell,
@@ -192,7 +200,9 @@ def _storage(url: str):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         # Heartbeats: a trial whose driver stopped beating for GRACE_S is stale; one still beating is not.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():  # "experimental" since optuna 2.9, and what this needs: not news to users
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable database vary
         raise LlmclsError(f"--storage {redact(url)}: {redact(str(error))}") from None
 
@@ -267,7 +277,7 @@ def tune(
         echo(f"# trial {number}: its tune stopped (no heartbeat for {GRACE_S} s), marked failed")
     finished = failed = 0  # in this run: a study whose trials all fail stops instead of asking for ever
     while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))) < trials:
-        asked = [study.ask() for _ in range(min(batch_size, trials - done))]
+        asked = _ask(study, min(batch_size, trials - done))
         batch, names, invalid = [], {}, {}
         for trial in asked:
             values = suggest(trial, spaces)

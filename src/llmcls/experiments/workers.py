@@ -19,14 +19,15 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from llmcls.core.processes import alive
+from llmcls.core.processes import alive_running
 from llmcls.experiments.runs import Run
 
 
 def orphaned(runs: Iterable[Run]) -> list[Run]:
-    """Running experiments whose run process is not alive (or was never started): candidates for release.
-    Killing a live one is never asked of DVC, so `dvc queue kill` only ever marks."""
-    return [r for r in runs if r.state == "running" and (r.pid is None or not alive(r.pid))]
+    """Running experiments whose run process is not alive (or was never started, or whose pid a later process
+    reuses: DVC records only the pid, so the live process must also be a `dvc exp exec-run`): candidates for
+    release. Killing a live one is never asked of DVC, so `dvc queue kill` only ever marks."""
+    return [r for r in runs if r.state == "running" and (r.pid is None or not alive_running(r.pid, b"exec-run"))]
 
 
 def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
