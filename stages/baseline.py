@@ -6,7 +6,7 @@ the evaluate stage, so the leaderboard, the ensemble and the submission read it 
 
 import click
 
-from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, run_log_option, stage
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
 from llmcls.evaluate.baseline import run_baseline
@@ -17,6 +17,7 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 @params_option
 @click.option("--split", "split_dir", type=PathDir, required=True, help="split data folder")
 @evaluation_outputs
+@run_log_option
 @stage
 def main(params_path, split_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)

@@ -6,7 +6,7 @@ Scored and written like the evaluate stage, so submit can hand in the blend.
 
 import click
 
-from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, stage
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, run_log_option, stage
 from llmcls.config.params import load_params
 from llmcls.evaluate.ensemble import run_ensemble
 from llmcls.evaluate.scoring import shown_metrics, write_evaluation
@@ -18,6 +18,7 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 @click.option("--llm", "llm_dir", type=PathDir, required=True, help="the LLM's predictions folder")
 @click.option("--baseline", "baseline_dir", type=PathDir, required=True, help="the baseline's predictions folder")
 @evaluation_outputs
+@run_log_option
 @stage
 def main(params_path, split_dir, llm_dir, baseline_dir, metrics, report, predictions) -> None:
     params = load_params(params_path)

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage
 from llmcls.config.params import load_params
 from llmcls.core.devices import is_main_process
 from llmcls.evaluate.classifier import evaluate_classifier
@@ -28,7 +28,7 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 @evaluation_outputs
 @run_log_option
 @stage
-def main(params_path, split_dir, base, model_dir, metrics, report, predictions, run_log) -> None:
+def main(params_path, split_dir, base, model_dir, metrics, report, predictions) -> dict | None:
     params = load_params(params_path)
     start = time.perf_counter()
     settings = params.evaluate
@@ -44,15 +44,15 @@ def main(params_path, split_dir, base, model_dir, metrics, report, predictions, 
         params.model.trust_remote_code,
     )
     if not is_main_process():  # `accelerate launch` shares the rows out; one process writes
-        return
+        return None
     write_evaluation(summary, full, tables, metrics, report, predictions)
-    write_run_log(run_log, rate(summary, time.perf_counter() - start))
     click.echo(shown_metrics(summary))
     for split in tables:
         if "without_tta" in summary[split]:
             click.echo(f"{split} without A/B-swap TTA: {summary[split]['without_tta']}")
         if "generated" in summary[split]:
             click.echo(f"{split} generated answers: {summary[split]['generated']}")
+    return rate(summary, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

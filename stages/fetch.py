@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from llmcls.cli.stage import params_option, stage
+from llmcls.cli.stage import params_option, run_log_option, stage
 from llmcls.config.catalog import CUSTOM, dataset_spec
 from llmcls.config.params import load_params
 from llmcls.data.fetch import Inputs, fetch_dataset
@@ -26,6 +26,7 @@ from llmcls.data.remotes import recorded_name, resolve_folder
     help="the dataset's folder, or remote://<name> (a DVC remote's folder); {dataset} becomes params `dataset`",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="raw data folder")
+@run_log_option
 @stage
 def main(params_path: str, data: str | None, out: Path) -> None:
     params = load_params(params_path)

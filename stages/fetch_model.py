@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from llmcls.cli.stage import params_option, stage
+from llmcls.cli.stage import params_option, run_log_option, stage
 from llmcls.config.catalog import model_spec
 from llmcls.config.params import load_params
 from llmcls.model.base import materialize
@@ -18,6 +18,7 @@ from llmcls.model.base import materialize
 @click.command()
 @params_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="base model folder")
+@run_log_option
 @stage
 def main(params_path: str, out: Path) -> None:
     params = load_params(params_path)

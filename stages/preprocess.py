@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from llmcls.cli.stage import PathDir, PathFile, params_option, stage
+from llmcls.cli.stage import PathDir, PathFile, params_option, run_log_option, stage
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
 from llmcls.data.preprocess import preprocess_dataset
@@ -25,6 +25,7 @@ SHOWN = 5  # skipped rows printed; the report has them all
 @click.option("--base", type=PathDir, required=True, help="base model folder (for its tokenizer)")
 @click.option("--out", type=PathDir, required=True, help="processed data folder")
 @click.option("--bad-rows", "bad_rows", type=PathFile, default=None, help="JSON report of the rows skipped")
+@run_log_option
 @stage
 def main(params_path: str, raw: Path, base: Path, out: Path, bad_rows: Path | None) -> None:
     params = load_params(params_path)

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage, write_run_log
+from llmcls.cli.stage import PathDir, evaluation_outputs, params_option, rate, run_log_option, stage
 from llmcls.config.params import load_params
 from llmcls.core.artifacts import SplitFolder
 from llmcls.core.devices import resolve_precision
@@ -24,7 +24,7 @@ from llmcls.evaluate.scoring import shown_metrics, write_evaluation
 @evaluation_outputs
 @run_log_option
 @stage
-def main(params_path, split_dir, base, metrics, report, predictions, run_log) -> None:
+def main(params_path, split_dir, base, metrics, report, predictions) -> dict:
     params = load_params(params_path)
     start = time.perf_counter()
     # The label texts as the prompt's {class_labels} shows them (preprocess recorded them in prompt.json).
@@ -33,8 +33,8 @@ def main(params_path, split_dir, base, metrics, report, predictions, run_log) ->
     batch, trust = params.evaluate.batch_size, params.model.trust_remote_code
     summary, full, tables = evaluate_prompt_only(base, split_dir, texts, batch, precision, trust)
     write_evaluation(summary, full, tables, metrics, report, predictions)
-    write_run_log(run_log, rate(summary, time.perf_counter() - start))
     click.echo(f"prompt_only: label texts {texts}\n{shown_metrics(summary)}")
+    return rate(summary, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from llmcls.cli.stage import params_option, stage
+from llmcls.cli.stage import params_option, run_log_option, stage
 from llmcls.config.params import load_params
 from llmcls.data.split import split_dataset
 
@@ -17,6 +17,7 @@ from llmcls.data.split import split_dataset
 @params_option
 @click.option("--processed", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@run_log_option
 @stage
 def main(params_path: str, processed: Path, out: Path) -> None:
     params = load_params(params_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from llmcls.cli.stage import PathDir, PathFile, params_option, stage
+from llmcls.cli.stage import PathDir, PathFile, params_option, run_log_option, stage
 from llmcls.config.catalog import dataset_spec
 from llmcls.config.params import load_params
 from llmcls.core.artifacts import SplitFolder
@@ -25,6 +25,7 @@ from llmcls.evaluate.submission import build_submission, check_submission
 @click.option("--baseline", type=PathFile, required=True, help="the baseline's test predictions")
 @click.option("--ensemble", type=PathFile, required=True, help="the ensemble's test predictions")
 @click.option("--out", type=PathFile, required=True)
+@run_log_option
 @stage
 def main(params_path: str, split_dir: Path, llm: Path, baseline: Path, ensemble: Path, out: Path) -> None:
     params = load_params(params_path)

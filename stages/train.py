@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from llmcls.cli.stage import PathDir, params_option, run_log_option, stage, write_run_log
+from llmcls.cli.stage import PathDir, params_option, run_log_option, stage
 from llmcls.config.params import load_params
 from llmcls.core.devices import is_main_process
-from llmcls.train.classifier import train_classifier
+from llmcls.train.classifier import train_classifier, training_lines
 
 
 @click.command()
@@ -24,12 +24,12 @@ from llmcls.train.classifier import train_classifier
 @click.option("--checkpoints", type=PathDir, required=True, help="checkpoint folder (kept for resuming)")
 @run_log_option
 @stage
-def main(params_path, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path, run_log) -> None:
+def main(params_path, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path) -> dict:
     params = load_params(params_path)
     summary = train_classifier(params, split_dir, base, out, live, checkpoints)
     if is_main_process():
-        write_run_log(run_log, summary["run"])
-    click.echo(f"train: {summary}")
+        click.echo(training_lines(summary))
+    return summary["run"]
 
 
 if __name__ == "__main__":

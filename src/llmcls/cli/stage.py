@@ -13,6 +13,8 @@ import click
 
 from llmcls.core import faults
 from llmcls.core.errors import full_disk_is_an_error
+from llmcls.core.processes import process_age
+from llmcls.core.progress import add_phase_time, phase_times
 
 PathDir = click.Path(file_okay=False, path_type=Path)
 PathFile = click.Path(dir_okay=False, path_type=Path)
@@ -41,17 +43,24 @@ def evaluation_outputs(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     """Run a stage body with the libraries' progress chatter off; an LlmclsError (a click exception) exits 1
-    with its message, which names the file, row or key."""
+    with its message, which names the file, row or key. With `--run-log` (run_log_option, given above this
+    decorator) the main process writes what the body returns (its timings), the stage's wall time from process
+    start and each phase's time (core/progress.phase) to that JSON file."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        run_log = kwargs.pop("run_log", None)
+        add_phase_time("startup", process_age())  # the interpreter and the imports, up to here
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
         faults.enter(Path(sys.argv[0]).stem)  # the stage's name, for fault points
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         with full_disk_is_an_error():
-            return func(*args, **kwargs)
+            stats = func(*args, **kwargs)
+            if os.environ.get("RANK", "0") == "0":
+                write_run_log(run_log, (stats or {}) | {"wall_s": round(process_age(), 2), "phases_s": phase_times()})
+        return stats
 
     return wrapper
 

@@ -249,7 +249,8 @@ class TrainParams(Section):
     warmup_ratio: Rate
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
     max_grad_norm: Annotated[float, Field(ge=0)]
-    eval_steps: Positive
+    eval_steps: Positive | None  # null: `validations` evenly spaced over the run
+    validations: Positive
     metric_for_best: Literal[METRICS_FOR_BEST]  # auto: the task's main metric
     group_by_length: bool
     precision: Literal["auto", "fp32", "bf16", "fp16"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -21,6 +22,21 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def inference_precision(trained: str) -> str:
+    """The precision to run a model trained in ``trained`` on this machine: the same where the hardware runs it
+    fast; on a CPU without fast half precision (bf16 without AVX-512 bf16 or AMX is emulated, ~100x slower;
+    fp16 has no fast CPU path), fp32, with a warning, since the outputs may move in their last digits."""
+    if trained == "fp32" or torch.cuda.is_available() or (trained == "bf16" and cpu_has_fast_bf16()):
+        return trained
+    print(
+        f"llmcls: the model was trained in {trained}, which this CPU only emulates (slowly): running it in fp32; "
+        "probabilities may differ from the trained precision's in their last digits",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "fp32"
 
 
 def enable_fast_matmul() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,20 @@ def start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot), or None without /proc."""
     fields = _stat(pid)
     return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def process_age() -> float:
+    """Seconds since this process started (its interpreter and imports included); 0 without /proc."""
+    ticks = start_time(os.getpid())
+    try:
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+    except (OSError, StopIteration):
+        return 0.0
+    if ticks is None:
+        return 0.0
+    return max(time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")), 0.0)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from llmcls.core.artifacts import LabelSet, SplitFolder
-from llmcls.core.devices import enable_fast_matmul, process_state
+from llmcls.core.devices import enable_fast_matmul, inference_precision, process_state
+from llmcls.core.progress import phase
 from llmcls.evaluate.calibration import apply_temperature
 from llmcls.evaluate.scoring import score_split, score_splits
 from llmcls.model.base import load_tokenizer
@@ -111,22 +112,27 @@ def evaluate_classifier(
     ``max_tokens`` makes the head's batches token budgets (see inference.map_batches).
     """
     enable_fast_matmul()
-    model, labels, meta = load_trained_model(model_dir, base_dir, quantize, trust_remote_code)
-    if not quantize:  # a quantised model was placed on its device when loaded
-        model.to(process_state().device)
+    with phase("load"):
+        model, labels, meta = load_trained_model(model_dir, base_dir, quantize, trust_remote_code)
+        if not quantize:  # a quantised model was placed on its device when loaded
+            model.to(process_state().device)
     split = SplitFolder(split_dir)
     permutation = split.swap_permutation if swap_tta else None
     tokenizer = load_tokenizer(model_dir, trust_remote_code)
     targets = label_targets(meta, tokenizer)
+    precision = inference_precision(meta["precision"])
 
     def predict(sequences: list) -> np.ndarray:
         if targets is None:  # the head shares the rows out between `accelerate launch` processes
             pad, how = meta["pad_token_id"], head_settings(meta, labels)
-            return head_probabilities_parallel(model, sequences, pad, batch_size, meta["precision"], max_tokens, **how)
-        return class_probabilities(model, meta, targets, sequences, batch_size, meta["precision"])
+            return head_probabilities_parallel(model, sequences, pad, batch_size, precision, max_tokens, **how)
+        return class_probabilities(model, meta, targets, sequences, batch_size, precision)
 
     frames = split.frames()
-    both = {name: with_swapped(predict, frame, permutation) for name, frame in frames.items()}
+    both = {}
+    for name, frame in frames.items():
+        with phase(f"score {name}"):
+            both[name] = with_swapped(predict, frame, permutation)
     temperature = model_temperature(meta)
     calibrated = {name: apply_temperature(p, temperature) for name, (p, _) in both.items()}
     decision = meta.get("decision")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from llmcls.core.artifacts import SINGLE_LABEL, SplitFolder
 from llmcls.core.devices import enable_fast_matmul, process_state
+from llmcls.core.progress import phase
 from llmcls.evaluate.label_scoring import label_token_ids, scored_probabilities
 from llmcls.evaluate.scoring import score_splits
 from llmcls.model.base import load_tokenizer
@@ -34,13 +35,13 @@ def evaluate_prompt_only(
         return {"skipped": why}, {"task": task, "skipped": why}, {}
     enable_fast_matmul()
     tokenizer = load_tokenizer(base_dir, trust_remote_code)
-    lm = base_lm(base_dir, trust_remote_code=trust_remote_code).to(process_state().device).eval()
+    with phase("load"):
+        lm = base_lm(base_dir, trust_remote_code=trust_remote_code).to(process_state().device).eval()
     targets = label_token_ids(tokenizer, label_texts)
     frames = split.frames()
-    probs = {
-        name: scored_probabilities(
-            lm, frame["input_ids"].tolist(), targets, tokenizer.pad_token_id, batch_size, precision
-        )
-        for name, frame in frames.items()
-    }
+    probs = {}
+    for name, frame in frames.items():
+        with phase(f"score {name}"):
+            ids = frame["input_ids"].tolist()
+            probs[name] = scored_probabilities(lm, ids, targets, tokenizer.pad_token_id, batch_size, precision)
     return score_splits(frames, probs, split.labels)

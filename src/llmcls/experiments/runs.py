@@ -64,6 +64,7 @@ BEFORE_KEY_EXISTED: dict[str, Any] = {
     "task": None,  # the dataset's own, single-label for every dataset there was
     "custom.label_columns": None,
     "custom.label_separator": None,
+    "train.validations": 2,  # unused then: every run set train.eval_steps
     "train.thresholds": "tuned",  # no multi-label run existed to have another
 }
 SCOPES = {"all-commits": ["-A"], "all-branches": ["-a"], "head": []}

@@ -104,6 +104,8 @@ def base_classifier(
     )
     # The last-token pooler finds the last non-pad token through config.pad_token_id.
     classifier.config.pad_token_id = pad_token_id
+    # One forward per batch reads the last token's state: a KV cache would be built for every layer and dropped.
+    classifier.config.use_cache = False
     # A multi-label head's probabilities meet tuned thresholds: computed in fp32 (heads.fp32_output).
     return install_head(classifier, head["head"], head["head_dropout"], fp32=labels.task == MULTI_LABEL)
 

@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from llmcls.core.devices import autocast_dtype, process_state
+from llmcls.core.progress import Progress, current_phase
 from llmcls.model.batches import budget_batches
 
 
@@ -64,7 +65,8 @@ def map_batches(
     A batch holds ``batch_size`` rows, or with ``max_tokens`` as many rows as fit in that many padded tokens
     (short rows in big batches, long rows in small ones). That is where it starts: when a batch runs out of
     memory, accelerate shrinks it (x0.9) and starts over, so the largest batch that fits is used.
-    ``progress(n)`` is told of every n rows done.
+    ``progress(n)`` is told of every n rows done; without it, progress is shown under the running phase's name
+    (core/progress.py).
     """
     device = device or next(model.parameters()).device
     lengths = [len(s) for s in sequences]
@@ -79,14 +81,16 @@ def map_batches(
             else [order[start : start + size] for start in range(0, len(order), size)]
         )
         out: list[np.ndarray] = []
+        shown = Progress(current_phase() or "inference", len(order)) if progress is None else None
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
             if device.type == "cpu":
                 warm_up(fn, sequences, pad_id)
             for rows in batches:
                 batch = pad_batch([sequences[i] for i in rows], pad_id)
                 out.append(fn({k: v.to(device) for k, v in batch.items()}))
-                if progress is not None:
-                    progress(len(out[-1]))
+                (progress or shown.update)(len(out[-1]))
+        if shown is not None:
+            shown.close()
         return out
 
     out = run() if order else []

@@ -25,9 +25,10 @@ import torch
 
 from llmcls.config.catalog import DatasetSpec
 from llmcls.core.artifacts import LABELS, META, MULTI_LABEL, PROMPT, REGRESSION, LabelSet
-from llmcls.core.devices import enable_fast_matmul, resolve_precision
+from llmcls.core.devices import enable_fast_matmul, inference_precision, resolve_precision
 from llmcls.core.errors import LlmclsError, fail_on
 from llmcls.core.outputs import read_json, staged_file
+from llmcls.core.progress import Progress
 from llmcls.data.prompt import encode_table, reader_spec
 from llmcls.data.rows import BadRow, canonical_rows, swap_permutation
 from llmcls.data.tables import missing_columns, read_table
@@ -217,7 +218,7 @@ def load_classifier(
         meta=meta,
         device=target,
         batch_size=batch_size or meta["params"]["evaluate"]["batch_size"],
-        precision=resolve_precision(precision) if precision else meta["precision"],
+        precision=resolve_precision(precision) if precision else inference_precision(meta["precision"]),
     )
 
 
@@ -274,8 +275,6 @@ def predict_file(
     """`llmcls predict`: one output row per input row (bad rows skipped only when asked), written all or
     nothing. ``text_columns`` names the input's text columns when they differ from the training data's;
     ``read`` holds reader options (sep, header, names, encoding). Returns a one-line summary."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     writer = WRITERS.get(out.suffix.lower())
     if writer is None:
@@ -287,8 +286,8 @@ def predict_file(
     frame = with_model_columns(frame, classifier, text_columns, id_column, str(input_path))
     skipped: list[BadRow] | None = [] if bad_rows == "skip" else None
     passes = 2 if classifier.tta_permutation() else 1
-    with tqdm(total=len(frame) * passes, desc="predict", unit="row", disable=None) as bar:
-        table = classifier.predict_table(frame, str(input_path), skipped, id_column, progress=bar.update)
+    with Progress("predict", len(frame) * passes) as shown:
+        table = classifier.predict_table(frame, str(input_path), skipped, id_column, progress=shown.update)
     with staged_file(out) as tmp:
         writer(table, tmp)
     summary = f"predict: {len(table)} rows -> {out} ({classifier.device}, {classifier.precision})"

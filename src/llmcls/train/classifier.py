@@ -7,6 +7,7 @@ main process writes the model and the DVCLive files.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from llmcls.core.artifacts import REGRESSION, SINGLE_LABEL, LabelSet, SplitFolde
 from llmcls.core.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, staged_dir, write_json
+from llmcls.core.progress import add_phase_time, duration, phase, phase_times
 from llmcls.model.base import RECORD, load_tokenizer
 from llmcls.model.build import build_classifier, build_generative, quantization_config
 from llmcls.model.store import save_classifier
@@ -34,7 +36,14 @@ from llmcls.train.checkpoints import (
 from llmcls.train.head_init import warm_start_head
 from llmcls.train.losses import class_weight_vector, weighted_loss
 from llmcls.train.pruning import pruning_callbacks
-from llmcls.train.trainer import LiveMetrics, make_trainer, step_floor, training_arguments, training_targets
+from llmcls.train.trainer import (
+    LiveMetrics,
+    make_trainer,
+    planned_steps,
+    step_floor,
+    training_arguments,
+    training_targets,
+)
 from llmcls.train.weight_averaging import TailAverage
 
 
@@ -170,6 +179,33 @@ def training_summary(params: Params, trainer, args: TrainingArguments, objective
     }
 
 
+def training_lines(summary: dict[str, Any]) -> str:
+    """A finished run in words for the console; llmcls.json and the run log keep the full record."""
+
+    def words(record: dict[str, Any]) -> str:
+        return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in record.items())
+
+    stopped = " (stopped early)" if summary["stopped_early"] else ""
+    lines = [
+        f"train: {summary['steps']} steps{stopped}, global batch {summary['global_batch_size']}, "
+        f"{summary['world_size']} process(es), {summary['precision']}"
+    ]
+    best = next((key for key in summary if key.startswith("best_val_")), None)
+    if best and summary[best] is not None:
+        name = best.removeprefix("best_val_")
+        lines.append(f"train: best val {name} {summary[best]:.4f} at step {summary['best_step']}")
+    for key in ("head_init", "class_weights", "weight_average"):
+        if summary.get(key):
+            value = summary[key]
+            lines.append(f"train: {key.replace('_', ' ')}: {words(value) if isinstance(value, dict) else value}")
+    if run := summary.get("run"):
+        lines.append(
+            f"train: the Trainer ran {duration(run['train_runtime_s'])} "
+            f"({run['train_samples_per_second']:.1f} samples/s, validations included)"
+        )
+    return "\n".join(lines)
+
+
 def fit_calibration(
     params: Params, model, objective: Objective, val: pd.DataFrame, labels: LabelSet, pad_id, precision
 ):
@@ -249,9 +285,13 @@ def train_classifier(
     # so every rank agrees on the checkpoint (two ranks deleting the same folder at once crashed DDP).
     with process_state().main_process_first():
         resume = resumable_checkpoint(checkpoint_dir, stamp)
-    floor = step_floor(t, train["length"].tolist(), process_state().num_processes)
+    lengths, processes = train["length"].tolist(), process_state().num_processes
+    floor = step_floor(t, lengths, processes)
+    planned = planned_steps(t, lengths, processes)
     task = split.labels.task
-    args = training_arguments(params, checkpoint_dir, precision, task, **({"max_steps": floor} if floor else {}))
+    args = training_arguments(
+        params, checkpoint_dir, precision, task, planned, **({"max_steps": floor} if floor else {})
+    )
     live = open_live(args, live_dir, checkpoint_dir, resume, stamp)
     callbacks = [LiveMetrics(live), *objective.callbacks, *pruning_callbacks(args.metric_for_best_model)]
     callbacks.append(CheckpointComplete())  # last: the others write into a checkpoint before it is marked
@@ -270,13 +310,18 @@ def train_classifier(
     )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
+    validated, started = phase_times().get("validation", 0.0), time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
+    # The Trainer validates inside train(): that time is the validation phase's (TrainingProgress), not this one's.
+    add_phase_time("training", time.perf_counter() - started - (phase_times().get("validation", 0.0) - validated))
     summary = training_summary(params, trainer, args, objective, average, precision)
-    objective.calibration, objective.decision = fit_calibration(
-        params, trainer.model, objective, val, split.labels, tokenizer.pad_token_id, precision
-    )
+    with phase("calibration"):
+        objective.calibration, objective.decision = fit_calibration(
+            params, trainer.model, objective, val, split.labels, tokenizer.pad_token_id, precision
+        )
     if trainer.is_world_process_zero():
-        save_run(params, trainer, tokenizer, split, base_dir, model_dir, objective, summary, live)
+        with phase("save"):
+            save_run(params, trainer, tokenizer, split, base_dir, model_dir, objective, summary, live)
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         # Resumption state is for an interrupted run. Kept after a finished one, a forced re-run of the same

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from llmcls.core.artifacts import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from llmcls.core.progress import phase
 from llmcls.model.inference import map_batches
 
 
@@ -114,7 +115,8 @@ def warm_start_head(
         return {"method": "random", "probe_skipped": "the training rows hold a single class"}
     was_training = model.training
     model.eval()
-    features = pooled_features(model, head, sequences, pad_id, batch_size, precision)
+    with phase("probe"):
+        features = pooled_features(model, head, sequences, pad_id, batch_size, precision)
     model.train(was_training)
     weight, bias, score, name = fit_probe(features, np.asarray(targets), head.out_features, C, seed, task)
     with torch.no_grad():
