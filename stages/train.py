@@ -22,11 +22,12 @@ from llmcls.train.classifier import train_classifier, training_lines
 @click.option("--out", type=PathDir, required=True, help="classifier output folder")
 @click.option("--live", type=PathDir, required=True, help="DVCLive folder for training curves")
 @click.option("--checkpoints", type=PathDir, required=True, help="checkpoint folder (kept for resuming)")
+@click.option("--probe", "probe_dir", type=PathDir, default=None, help="the probe stage's features (head warm start)")
 @run_log_option
 @stage
-def main(params_path, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path) -> dict:
+def main(params_path, split_dir: Path, base: Path, out: Path, live: Path, checkpoints: Path, probe_dir) -> dict:
     params = load_params(params_path)
-    summary = train_classifier(params, split_dir, base, out, live, checkpoints)
+    summary = train_classifier(params, split_dir, base, out, live, checkpoints, probe_dir)
     if is_main_process():
         click.echo(training_lines(summary))
     return summary["run"]

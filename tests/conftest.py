@@ -48,10 +48,11 @@ STAGE_STEPS = [
     ("fetch_model", "--out", "models/base"),
     ("preprocess", "--raw", "data/raw", "--base", "models/base", "--out", "data/processed"),
     ("split", "--processed", "data/processed", "--out", "data/split"),
+    ("probe", "--split", "data/split", "--base", "models/base", "--out", "data/probe"),
     (
         "train",
         *("--split", "data/split", "--base", "models/base", "--out", "models/classifier"),
-        *("--live", "metrics/train", "--checkpoints", "models/checkpoints"),
+        *("--live", "metrics/train", "--checkpoints", "models/checkpoints", "--probe", "data/probe"),
     ),
     (
         "evaluate",
@@ -113,7 +114,7 @@ def train_tiny_project(root: Path, model_dir: Path) -> Path:
     params = str(write_params(root, **overrides))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for name, *args in STAGE_STEPS[:5]:  # up to train
+        for name, *args in STAGE_STEPS[:6]:  # up to train
             result = CliRunner().invoke(stage(name), ["--params", params, *args], catch_exceptions=False)
             assert result.exit_code == 0, f"{name}: {result.output}"
     return root

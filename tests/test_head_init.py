@@ -10,6 +10,7 @@ from test_training import params_for, train
 
 from llmcls.core.artifacts import LabelSet
 from llmcls.model.build import build_classifier
+from llmcls.train.classifier import train_classifier
 from llmcls.train.head_init import fit_probe
 
 pytestmark = pytest.mark.model
@@ -105,3 +106,38 @@ def test_rows_of_one_class_keep_the_random_head():
     record = warm_start_head(torch.nn.Identity(), head, [[1, 2]] * 3, [1, 1, 1], 0, 2, 1.0, 0)
     assert record["method"] == "random" and "single class" in record["probe_skipped"]
     assert torch.equal(head.weight, before)
+
+
+def test_the_probe_stage_features_give_the_same_warm_start_and_are_refused_for_other_rows(
+    tmp_path, tiny_model_dir, tiny_base_dir
+):
+    """What the probe stage writes is what train would compute: a run reading it starts and ends the same; a
+    folder made for other rows or another precision is not used (the run computes its own and says why)."""
+    from test_training import make_split_dir
+
+    from llmcls.core.artifacts import SplitFolder
+    from llmcls.train.probe_cache import cached_features, compute_probe_features
+
+    split_dir = tmp_path / "split"
+    make_split_dir(split_dir, tiny_base_dir)
+    changes = {"train.max_steps": 2, "train.eval_steps": 2}
+    record = compute_probe_features(params_for(tiny_model_dir, **changes), split_dir, tiny_base_dir, tmp_path / "probe")
+    rows = SplitFolder(split_dir).frame("train")["input_ids"].tolist()
+    assert record["rows"] == len(rows) and record["precision"] == "fp32"
+    features, source = cached_features(tmp_path / "probe", rows, "fp32")
+    assert features.shape == (len(rows), record["hidden"]) and source.startswith("read from")
+    assert cached_features(tmp_path / "probe", rows[1:], "fp32")[0] is None  # other rows
+    assert "holds fp32 features" in cached_features(tmp_path / "probe", rows, "bf16")[1]
+    params = params_for(tiny_model_dir, **changes)
+    reference = train_classifier(params, split_dir, tiny_base_dir, *(tmp_path / "a" / n for n in ("m", "l", "c")))
+    cached = train_classifier(
+        params, split_dir, tiny_base_dir, *(tmp_path / "b" / n for n in ("m", "l", "c")), probe_dir=tmp_path / "probe"
+    )
+    assert cached["head_init"] == reference["head_init"] and cached["run"]["probe_features"] == source
+    weights = [(tmp_path / run / "m" / "adapter_model.safetensors").read_bytes() for run in ("a", "b")]
+    assert weights[0] == weights[1]
+    skipped = compute_probe_features(
+        params_for(tiny_model_dir, **{"train.head_init": "random"}), split_dir, tiny_base_dir, tmp_path / "none"
+    )
+    assert skipped == {"skipped": "train.head_init is random"}
+    assert "has none: train.head_init is random" in cached_features(tmp_path / "none", rows, "fp32")[1]

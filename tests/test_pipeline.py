@@ -12,7 +12,7 @@ from conftest import BIN, SHARED, commit_all, run, sentiment_frame, tiny_train_o
 
 pytestmark = [pytest.mark.slow, pytest.mark.dvc, pytest.mark.model]
 
-STAGES = ["fetch", "fetch_model", "preprocess", "split", "train", "evaluate", "baseline", "ensemble", "submit"]
+STAGES = ["fetch", "fetch_model", "preprocess", "split", "probe", "train", "evaluate", "baseline", "ensemble", "submit"]
 
 
 def test_repro_then_noop_then_experiments(reproduced, reproduced_copy):
@@ -34,8 +34,13 @@ def test_repro_then_noop_then_experiments(reproduced, reproduced_copy):
     assert "Running stage" not in again.stdout
     assert time.perf_counter() - start < 10
 
+    first_head = json.loads((tiny_project / "models" / "classifier" / "llmcls.json").read_text())["training"]
     exp = run(["dvc", "exp", "run", "-S", "train.seed=42"], tiny_project)
     assert "Running stage 'train'" in exp.stdout and "Running stage 'fetch'" not in exp.stdout
+    # The probe's features are the first seed's: not recomputed, read by train, the same warm start.
+    assert "Running stage 'probe'" not in exp.stdout and "probe features read from data/probe" in exp.stdout
+    head = json.loads((tiny_project / "models" / "classifier" / "llmcls.json").read_text())["training"]
+    assert head["head_init"] == first_head["head_init"] and head["head_init"]["method"] == "linear_probe"
     shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_project).stdout)
     experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
     assert experiments, shown

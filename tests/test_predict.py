@@ -42,7 +42,7 @@ def trained(request, tmp_path_factory, tiny_model_dir):
     params = str(write_params(root, **settings))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for name, *args in STAGE_STEPS[:6]:  # up to evaluate
+        for name, *args in STAGE_STEPS[:7]:  # up to evaluate
             result = invoke(name, "--params", params, *args)
             assert result.exit_code == 0, f"{name}: {result.output}"
     return root

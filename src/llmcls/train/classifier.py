@@ -35,6 +35,7 @@ from llmcls.train.checkpoints import (
 )
 from llmcls.train.head_init import warm_start_head
 from llmcls.train.losses import class_weight_vector, weighted_loss
+from llmcls.train.probe_cache import cached_features, probe_skipped
 from llmcls.train.pruning import pruning_callbacks
 from llmcls.train.trainer import (
     LiveMetrics,
@@ -62,18 +63,28 @@ class Objective:
     calibration: dict[str, Any] | None = None  # fitted after training (fit_calibration)
     decision: dict[str, Any] | None = None  # thresholds or cut-points, fitted after training (fit_calibration)
     scale: dict[str, float] | None = None  # a regression's training score mean and std (the head learns z-scores)
+    probe_source: str | None = None  # where the probe's features came from (the run log's, not the model's)
 
 
 def head_objective(
-    params: Params, base_dir: Path, labels: LabelSet, train: pd.DataFrame, tokenizer, precision: str
+    params: Params,
+    base_dir: Path,
+    labels: LabelSet,
+    train: pd.DataFrame,
+    tokenizer,
+    precision: str,
+    probe_dir: Path | None = None,
 ) -> Objective:
-    """A classification head, warm-started from a linear probe where params say so."""
+    """A classification head, warm-started from a linear probe where params say so (on the probe stage's
+    features in ``probe_dir`` when they are this run's)."""
     t = params.train
-    # The probe is a linear layer: an mlp head (model.head) starts random whatever head_init says.
-    probe = t.head_init == "linear_probe" and params.model.head == "linear"
+    probe = probe_skipped(params) is None
     head_init: dict[str, Any] = {"method": "linear_probe" if probe else "random"}
     scale = score_scale(train, labels)
     train_targets = training_targets(train, labels, scale)
+    features, source = cached_features(probe_dir, train["input_ids"].tolist(), precision) if probe else (None, None)
+    if source and process_state().is_main_process:
+        print(f"llmcls: probe features {source}", flush=True)
 
     def warm_start(base, head) -> None:
         # Every process fits the same probe on the same rows (deterministic), so the ranks start equal.
@@ -89,6 +100,7 @@ def head_objective(
                 t.seed,
                 precision,
                 labels.task,
+                features,
             )
         )
 
@@ -99,7 +111,7 @@ def head_objective(
     # Always our loss: transformers hands `num_items_in_batch` to models whose sequence-classification loss
     # ignores it, then scales that loss by the process count, which doubled gradients under 2-process DDP.
     loss = weighted_loss(weights, t.label_smoothing, labels.task)
-    return Objective(model, head_init, loss_func=loss, class_weights=weights, scale=scale)
+    return Objective(model, head_init, loss_func=loss, class_weights=weights, scale=scale, probe_source=source)
 
 
 def score_scale(train: pd.DataFrame, labels: LabelSet) -> dict[str, float] | None:
@@ -260,9 +272,16 @@ def save_run(params: Params, trainer, tokenizer, split: SplitFolder, base_dir, m
 
 
 def train_classifier(
-    params: Params, split_dir: Path, base_dir: Path, model_dir: Path, live_dir: Path, checkpoint_dir: Path
+    params: Params,
+    split_dir: Path,
+    base_dir: Path,
+    model_dir: Path,
+    live_dir: Path,
+    checkpoint_dir: Path,
+    probe_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune on the train split, pick the best checkpoint on val, save it to ``model_dir``."""
+    """Fine-tune on the train split, pick the best checkpoint on val, save it to ``model_dir``. ``probe_dir`` is
+    the probe stage's output (train/probe_cache.py): the head's warm start reads its features."""
     quantization_config(params.train)  # qlora without CUDA / bitsandbytes stops here, before loading anything
     set_seed(params.train.seed)
     enable_fast_matmul()
@@ -277,7 +296,7 @@ def train_classifier(
     if t.objective == "generative":
         objective = generative_objective(params, base_dir, split, tokenizer, precision)
     else:
-        objective = head_objective(params, base_dir, split.labels, train, tokenizer, precision)
+        objective = head_objective(params, base_dir, split.labels, train, tokenizer, precision, probe_dir)
     average = add_callbacks(objective, params)
 
     stamp = fingerprint(params, split_dir, base_dir, precision, process_state().num_processes)
@@ -310,10 +329,7 @@ def train_classifier(
     )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
-    validated, started = phase_times().get("validation", 0.0), time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    # The Trainer validates inside train(): that time is the validation phase's (TrainingProgress), not this one's.
-    add_phase_time("training", time.perf_counter() - started - (phase_times().get("validation", 0.0) - validated))
+    result = timed_training(trainer, resume)
     summary = training_summary(params, trainer, args, objective, average, precision)
     with phase("calibration"):
         objective.calibration, objective.decision = fit_calibration(
@@ -331,9 +347,23 @@ def train_classifier(
     # exits without it can leave the others waiting on a collective that never comes.
     trainer.accelerator.end_training()
     # Timings and memory go to the stage's run log, apart from the model and its metrics.
-    run = {
+    return summary | {"run": run_record(result, objective)}
+
+
+def timed_training(trainer, resume: str | None):
+    """trainer.train, its time in the run log's phases: validation (TrainingProgress times each one inside
+    train()) apart from training."""
+    validated, started = phase_times().get("validation", 0.0), time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    add_phase_time("training", time.perf_counter() - started - (phase_times().get("validation", 0.0) - validated))
+    return result
+
+
+def run_record(result, objective: Objective) -> dict[str, Any]:
+    """What the run log keeps of a training run (timings, memory, where the probe's features came from)."""
+    return {
         "train_runtime_s": result.metrics["train_runtime"],
         "train_samples_per_second": result.metrics["train_samples_per_second"],
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        **({"probe_features": objective.probe_source} if objective.probe_source else {}),
     }
-    return summary | {"run": run}

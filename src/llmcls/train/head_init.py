@@ -105,19 +105,22 @@ def warm_start_head(
     seed: int,
     precision: str = "fp32",
     task: str = SINGLE_LABEL,
+    features: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Set ``head`` (a linear layer with bias) to the probe fitted on ``sequences`` and their training
-    ``targets`` (class ids, 0/1 label rows, standardised scores); returns what to record.
+    ``targets`` (class ids, 0/1 label rows, standardised scores); returns what to record. ``features``, when
+    given, are the sequences' pooled features computed before (the probe stage's): the forward pass is skipped.
 
     Rows of a single class leave nothing to separate: the head keeps its random start, and the record says so.
     """
     if task == SINGLE_LABEL and len(set(targets)) < 2:
         return {"method": "random", "probe_skipped": "the training rows hold a single class"}
-    was_training = model.training
-    model.eval()
-    with phase("probe"):
-        features = pooled_features(model, head, sequences, pad_id, batch_size, precision)
-    model.train(was_training)
+    if features is None:
+        was_training = model.training
+        model.eval()
+        with phase("probe"):
+            features = pooled_features(model, head, sequences, pad_id, batch_size, precision)
+        model.train(was_training)
     weight, bias, score, name = fit_probe(features, np.asarray(targets), head.out_features, C, seed, task)
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
