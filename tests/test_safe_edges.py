@@ -337,6 +337,27 @@ def test_stage_commands_hold_no_params_values_and_run_without_a_shell():
         command_words("python x.py; rm -rf ~")
 
 
+def test_a_queueing_killed_with_gits_index_lock_is_put_right(tmp_path):
+    """A sweep killed inside `dvc exp run --queue` while git held its index lock: the next sweep's repair removes
+    the stale lock (no git runs there) and puts HEAD back on its branch, instead of failing on git's refusal."""
+    from llmcls.experiments.queueing import MARKER as QUEUEING
+    from llmcls.experiments.queueing import _state, repair
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    subprocess.run([*git, "add", "params.yaml"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], cwd=tmp_path, check=True)
+    (tmp_path / QUEUEING).parent.mkdir(parents=True)
+    (tmp_path / QUEUEING).write_text(json.dumps(_state(tmp_path)))  # what guarded() writes before dvc runs
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=tmp_path, check=True)  # DVC, then killed...
+    (tmp_path / ".git" / "index.lock").write_text("")  # ...with git inside its index update
+    lines = repair(tmp_path)
+    assert any(".git/index.lock" in line and "removed" in line for line in lines), lines
+    head = subprocess.run(["git", "symbolic-ref", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert head.strip() == "refs/heads/main" and not (tmp_path / QUEUEING).exists()
+
+
 def test_a_second_sweep_in_one_project_stops_with_a_clear_error(tmp_path, monkeypatch):
     from llmcls.cli.experiments import EXPERIMENTS_LOCK
     from llmcls.core.processes import exclusive

@@ -1,8 +1,9 @@
 """`llmcls tune`: the search space, the ask-run-tell loop over an Optuna study (with fake runs), pruning inside
-the train stage, and 4 + 2 real trials of the tiny model as DVC experiments."""
+the train stage, heartbeats between two drivers, and 2 + 1 real trials of the tiny model as DVC experiments."""
 
 import json
 import subprocess
+import time
 from types import SimpleNamespace
 
 import optuna
@@ -133,6 +134,21 @@ def test_a_trial_behind_the_median_is_pruned_inside_training(tmp_path):
     with pytest.raises(LlmclsError, match="pruned by llmcls tune at step 4"):
         callback.on_evaluate(None, state, None, metrics={"eval_accuracy": 0.5})
     assert study.trials[behind.number].user_attrs[PRUNED_AT] == 4
+
+
+def test_a_trial_whose_driver_beats_is_left_alone_and_a_silent_one_is_failed(tmp_path, monkeypatch):
+    """Two tune drivers of one study: the stale-trial check another driver runs at its start fails only a trial
+    whose heartbeat stopped (its driver died), never one whose driver is alive and beating."""
+    monkeypatch.setattr(tuning, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(tuning, "GRACE_S", 1)
+    study = tuning.open_study("h", f"sqlite:///{tmp_path}/tune.db", "maximize", "accuracy", 0, False)
+    live, dead = tuning._ask(study, 2)
+    study._storage.record_heartbeat(dead._trial_id)  # its driver beat once, then died
+    with tuning.heartbeats(study, [live]):
+        time.sleep(2.2)  # SQLite keeps heartbeats in whole seconds: 2 s past a 1 s grace
+        optuna.storages.fail_stale_trials(study)
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {live.number: optuna.trial.TrialState.RUNNING, dead.number: optuna.trial.TrialState.FAIL}
 
 
 @pytest.mark.slow

@@ -58,6 +58,22 @@ def process_age() -> float:
     return max(time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")), 0.0)
 
 
+def runs_in(folder: Path, command: str) -> bool:
+    """Whether a process named ``command`` (its /proc comm) runs with its working folder inside ``folder``
+    (another user's processes cannot be seen and do not count)."""
+    inside = str(Path(folder).resolve())
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() != command:
+                continue
+            cwd = os.readlink(comm.parent / "cwd")
+        except OSError:  # ended meanwhile, or not ours
+            continue
+        if cwd == inside or cwd.startswith(inside + os.sep):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Owner:
     """A process on a host: its id and its start time (0 where the system has no /proc)."""

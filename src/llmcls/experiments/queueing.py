@@ -21,14 +21,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import staged_file
+from llmcls.core.processes import runs_in
 
 MARKER = Path(".dvc/tmp/llmcls-queueing.json")
 
 
 def _git(project: Path, *args: str, check: bool = False) -> str:
-    result = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=check)
+    result = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise LlmclsError(f"`git {' '.join(args)}` failed in {project}: {result.stderr.strip()}")
     return result.stdout.strip()
+
+
+def _stale_git_locks(project: Path) -> list[Path]:
+    """Git's lock files (index.lock, HEAD.lock, a ref's .lock) that a git killed inside `dvc exp run --queue`
+    left behind: every later git command refuses to touch what they lock. Stale only while no git runs in
+    the project (a live one may hold them)."""
+    git_dir = project / ".git"
+    locks = [*git_dir.glob("*.lock"), *git_dir.glob("refs/**/*.lock")]
+    return [] if not locks or runs_in(project, "git") else locks
 
 
 def _state(project: Path) -> dict:
@@ -65,6 +78,9 @@ def repair(project: Path, dry_run: bool = False) -> list[str]:
     if dry_run:
         return ["a sweep was killed while queueing a point; a real run puts the workspace back"]
     lines = []
+    for lock in _stale_git_locks(project):
+        lock.unlink(missing_ok=True)
+        lines.append(f"{lock.relative_to(project)}, left by a git killed with it, removed")
     if detached:
         if was["head"].startswith("refs/"):
             _git(project, "symbolic-ref", "HEAD", was["head"], check=True)
