@@ -13,6 +13,7 @@ import click
 
 from llmcls.core import faults
 from llmcls.core.errors import full_disk_is_an_error
+from llmcls.core.outputs import drop_leftovers
 from llmcls.core.processes import process_age
 from llmcls.core.progress import add_phase_time, phase_times
 
@@ -56,6 +57,12 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        # A stage killed mid-write left its temporaries beside its outputs; when `dvc repro` then restores
+        # those outputs from its run cache, that stage does not run again to clean them. Every stage cleans
+        # the dead writers' temporaries beside the paths it is given (its inputs are earlier stages' outputs).
+        for value in kwargs.values():
+            if isinstance(value, Path):
+                drop_leftovers(value)
         with full_disk_is_an_error():
             stats = func(*args, **kwargs)
             if os.environ.get("RANK", "0") == "0":

@@ -54,9 +54,11 @@ def _delete(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _drop_leftovers(target: Path) -> None:
+def drop_leftovers(target: Path) -> None:
     """Remove llmcls's own temporaries beside ``target`` whose writing process is gone (killed mid-write).
     A live writer's, another host's, and any file not named by llmcls are left alone."""
+    if not target.parent.is_dir():
+        return
     for sibling in target.parent.iterdir():
         found = _TEMP.fullmatch(sibling.name)
         if found and found["name"] == target.name:
@@ -219,7 +221,7 @@ class Transaction:
         if journal.exists():
             with _locked([target.parent]):
                 _roll_forward(journal)
-        _drop_leftovers(target)
+        drop_leftovers(target)
 
     def folder(self, target: str | Path) -> Path:
         target = Path(target)
