@@ -208,6 +208,17 @@ def test_two_writers_of_one_file_end_whole_with_no_traceback(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]
 
 
+def test_a_run_killed_while_writing_its_fingerprint_starts_clean(tmp_path):
+    """The checkpoint folder holds only the temporary of a fingerprint whose writer was killed: not a stranger's
+    folder (refused), a fresh start; the temporary is gone."""
+    from llmcls.train.checkpoints import FINGERPRINT, resumable_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / f".{FINGERPRINT}.llmcls-{dead_owner_token()}-new-abcdef").write_text('{"fing')
+    assert resumable_checkpoint(folder, "f") is None and not any(folder.iterdir())
+
+
 def test_checkpoints_resume_only_from_a_complete_good_one(tmp_path):
     from llmcls.train.checkpoints import COMPLETE, FINGERPRINT, checkpoint_problem, resumable_checkpoint
 

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from llmcls.config.params import Params
 from llmcls.core.errors import LlmclsError
-from llmcls.core.outputs import read_json, write_json
+from llmcls.core.outputs import drop_leftovers, read_json, write_json
 
 FINGERPRINT = "llmcls_run.json"
 COMPLETE = "llmcls_complete.json"
@@ -86,6 +86,7 @@ def resumable_checkpoint(checkpoint_dir: Path, stamp: str, say=print) -> str | N
     if not checkpoint_dir.is_dir():
         return None
     saved = checkpoint_dir / FINGERPRINT
+    drop_leftovers(saved)  # a run killed while writing its fingerprint left only that temporary
     if not saved.is_file():
         if any(checkpoint_dir.iterdir()):
             raise LlmclsError(
