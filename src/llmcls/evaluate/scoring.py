@@ -104,11 +104,12 @@ def write_evaluation(
     predictions_dir: Path,
 ) -> None:
     """Write the per-example predictions, the full report and the summary metrics (the file DVC compares), as
-    one set: a kill leaves the old set or the new one, never a mix."""
-    predictions_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even with no tables to hold
+    one set: a kill leaves the old set or the new one, never a mix. The predictions folder is staged whole (a
+    declared output even with no tables to hold), so no temporary ever lands inside it."""
     with Transaction("scores") as out:
+        folder = out.folder(predictions_dir)
         for split, table in tables.items():
-            table.to_csv(out.file(predictions_dir / f"{split}.csv"), index=False)
+            table.to_csv(folder / f"{split}.csv", index=False)
         out.file(report_path).write_text(json_text(report), encoding="utf-8")
         out.file(metrics_path).write_text(json_text(summary), encoding="utf-8")
 
