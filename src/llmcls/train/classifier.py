@@ -7,7 +7,6 @@ main process writes the model and the DVCLive files.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from llmcls.core.artifacts import REGRESSION, SINGLE_LABEL, LabelSet, SplitFolde
 from llmcls.core.devices import enable_fast_matmul, process_state, resolve_precision, use_all_cpu_cores
 from llmcls.core.errors import LlmclsError
 from llmcls.core.outputs import read_json, staged_dir, write_json
-from llmcls.core.progress import add_phase_time, duration, phase, phase_times
+from llmcls.core.progress import duration, phase
 from llmcls.model.base import RECORD, load_tokenizer
 from llmcls.model.build import build_classifier, build_generative, quantization_config
 from llmcls.model.store import save_classifier
@@ -329,7 +328,7 @@ def train_classifier(
     )
     if resume:
         print(f"llmcls: resuming from checkpoint {resume}", flush=True)
-    result = timed_training(trainer, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     summary = training_summary(params, trainer, args, objective, average, precision)
     with phase("calibration"):
         objective.calibration, objective.decision = fit_calibration(
@@ -348,15 +347,6 @@ def train_classifier(
     trainer.accelerator.end_training()
     # Timings and memory go to the stage's run log, apart from the model and its metrics.
     return summary | {"run": run_record(result, objective)}
-
-
-def timed_training(trainer, resume: str | None):
-    """trainer.train, its time in the run log's phases: validation (TrainingProgress times each one inside
-    train()) apart from training."""
-    validated, started = phase_times().get("validation", 0.0), time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    add_phase_time("training", time.perf_counter() - started - (phase_times().get("validation", 0.0) - validated))
-    return result
 
 
 def run_record(result, objective: Objective) -> dict[str, Any]:

@@ -54,12 +54,13 @@ class LiveMetrics(TrainerCallback):
 
 class TrainingProgress(TrainerCallback):
     """What the console shows while training, in place of the Trainer's printed dicts: the steps with the
-    running loss, their rate and ETA, each validation's batches and result; validation time goes to the run
-    log's phases (core/progress.py)."""
+    running loss, their rate and ETA, each validation's batches and result. The run log's phases get the
+    validations' time and the training loop's time without them (core/progress.py)."""
 
     def __init__(self) -> None:
         self.steps: Progress | None = None
         self.validation: Progress | None = None
+        self.validated = 0.0  # seconds of validation inside this training loop
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.steps = Progress("train", state.max_steps, "steps", initial=state.global_step)
@@ -84,12 +85,14 @@ class TrainingProgress(TrainerCallback):
         best = f"eval_{args.metric_for_best_model}"
         if metrics and isinstance(metrics.get(best), (int, float)):
             self.validation.note = f"val {args.metric_for_best_model} {metrics[best]:.4f}"
-        add_phase_time("validation", self.validation.close())
+        seconds = self.validation.close()
+        add_phase_time("validation", seconds)
+        self.validated += seconds
         self.validation = None
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.steps is not None:
-            self.steps.close()
+            add_phase_time("training", self.steps.close() - self.validated)
 
 
 def training_targets(frame: pd.DataFrame, labels: LabelSet | None, scale: dict[str, float] | None) -> list:
