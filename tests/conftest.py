@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def train_tiny_project(root: Path, model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory, tiny_model_dir) -> Path:
-    return train_tiny_project(tmp_path_factory.mktemp("trained-tiny"), tiny_model_dir)
+    return built_once(tmp_path_factory, "trained-tiny", lambda root: train_tiny_project(root, tiny_model_dir))
 
 
 def custom_params(**settings):
@@ -178,9 +179,31 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
+def session_root(tmp_path_factory) -> Path:
+    """The temporary folder of this whole pytest run: shared by its xdist workers (each has a subfolder)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``root/name``, built by ``build`` once per pytest run: the first worker to ask builds it under a file lock,
+    the others wait and share it (every worker building its own doubled the suite's costliest setups)."""
+    from filelock import FileLock
+
+    root = session_root(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker starts over
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    return built_once(tmp_path_factory, "tiny-llama", build_tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -296,11 +319,14 @@ class Reproduced:
 def reproduced(tmp_path_factory, tiny_model_dir) -> Reproduced:
     """One reproduced project for the whole session: the end-to-end tests copy it (reproduced_copy) instead of
     each running its own `dvc repro` from nothing."""
-    scratch = tmp_path_factory.mktemp("reproduced")
-    project = tiny_custom_project(new_project(scratch / "project", scratch), tiny_model_dir)
-    first = run(["dvc", "repro"], project).stdout
-    commit_all(project, "reproduced")
-    return Reproduced(project, first)
+
+    def build(scratch: Path) -> None:
+        project = tiny_custom_project(new_project(scratch / "project", scratch), tiny_model_dir)
+        (scratch / "first_run.txt").write_text(run(["dvc", "repro"], project).stdout)
+        commit_all(project, "reproduced")
+
+    scratch = built_once(tmp_path_factory, "reproduced", build)
+    return Reproduced(scratch / "project", (scratch / "first_run.txt").read_text())
 
 
 @pytest.fixture
