@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import datetime
 import itertools
+import os
 import platform
 import random
 import shutil
@@ -245,6 +246,8 @@ def determinism_runs(runs: int) -> list[tuple[str, int, int]]:
     commands["`llmcls predict` (test file)"] = (
         f"llmcls predict --model models/classifier --input {raw}/test.parquet --out {{out}}/predictions.csv"
     )
+    # `python` and `llmcls` of this interpreter's environment, whatever PATH the script was started with
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     rows = []
     for what, command in commands.items():
         seen: collections.Counter = collections.Counter()
@@ -252,7 +255,7 @@ def determinism_runs(runs: int) -> list[tuple[str, int, int]]:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "out"
                 out.mkdir()
-                subprocess.run(command.format(out=out), shell=True, cwd=ROOT, check=True, capture_output=True)
+                subprocess.run(command.format(out=out), shell=True, cwd=ROOT, check=True, capture_output=True, env=env)
                 (out / "run-log").unlink(missing_ok=True)
                 seen[tf.digest(out)] += 1
             print(f"{what} {i + 1}/{runs}: {dict(seen)}", flush=True)
