@@ -52,6 +52,17 @@ def test_the_prompt_runs_once_whatever_the_label_lengths(lm, monkeypatch):
     assert seen == [2, 2]
 
 
+def test_the_output_layer_reads_one_position_per_row(lm):
+    """Rows of three lengths in one batch: the vocabulary matmul still sees one hidden state per row."""
+    seen = []
+    hook = lm.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        label_log_likelihoods(lm, [[1, 5], [1, 6, 7], [1, 6, 7, 8, 9]], [[11], [12]], pad_id=0, batch_size=8)
+    finally:
+        hook.remove()
+    assert seen == [(3, 1, lm.config.hidden_size)]
+
+
 def test_label_texts_follow_the_prompt_with_a_space(tiny_base_dir):
     from llmcls.model.base import load_tokenizer
 

@@ -57,6 +57,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # tqdm bars (loading, saving) read badly in a log: ours say the phase
         # A stage killed mid-write left its temporaries beside its outputs; when `dvc repro` then restores
         # those outputs from its run cache, that stage does not run again to clean them. Every stage cleans
         # the dead writers' temporaries beside the paths it is given (its inputs are earlier stages' outputs).

@@ -9,8 +9,9 @@ own tokens, a pass of a few tokens.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,23 @@ def label_token_ids(tokenizer, label_texts: Sequence[str], prompt_ends_with_spac
     if empty:
         raise ValueError(f"labels {empty} encode to no tokens")
     return ids
+
+
+@contextlib.contextmanager
+def last_positions_only(lm: torch.nn.Module, rows: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+    """Inside it, ``lm``'s vocabulary logits are computed for one position per row (``positions[i]`` of row i):
+    logits [rows, 1, vocab]. The output layer reads only those hidden states, so with a vocabulary of tens of
+    thousands of words (262k for Gemma 3: more weights than the rest of a 270M model) it costs one row's
+    matmul, not one for every position where some row of the batch ends."""
+
+    def gather(_module: torch.nn.Module, args: tuple) -> tuple:
+        return (args[0][rows, positions][:, None, :], *args[1:])
+
+    handle = lm.get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def label_log_likelihoods(
@@ -54,12 +72,9 @@ def label_log_likelihoods(
         mask = batch["attention_mask"]
         lengths = mask.sum(dim=1)
         rows = torch.arange(mask.shape[0], device=mask.device)
-        # Vocabulary logits only where some row ends, not at every position: with a vocabulary of tens of
-        # thousands of words they are a large share of the compute and most of the memory of a batch.
-        ends = torch.unique(lengths - 1)
-        out = lm(**batch, use_cache=bool(prefixes), logits_to_keep=ends)
-        last = out.logits[rows, torch.searchsorted(ends, lengths - 1)]
-        first = torch.log_softmax(last.float(), dim=-1)  # [b, vocab]
+        with last_positions_only(lm, rows, lengths - 1):
+            out = lm(**batch, use_cache=bool(prefixes))
+        first = torch.log_softmax(out.logits[:, 0].float(), dim=-1)  # [b, vocab]
         scores = torch.stack([first[:, label[0]] for label in labels], dim=1)  # [b, classes]
         for prefix in prefixes:
             k = len(prefix)
