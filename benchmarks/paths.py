@@ -6,8 +6,8 @@ AVX2-only host (the CPU most people have).
     python benchmarks/paths.py                     # this host as it is
     python benchmarks/paths.py --avx2              # as an AVX2-only host: oneDNN, MKL and ATen held to AVX2, fp32
 
-Pairs, each on the same validation rows (every k-th by length, so their length mix is the split's) and the same
-model, old and new alternated --repeats times (medians):
+Pairs, each on the same validation rows (whole batches of the length-sorted split, from its longest to its
+shortest, as a stage scores them) and the same model, old and new alternated --repeats times (medians):
 - prompt-only scoring: vocabulary logits at every position where some row of the batch ends (old) | at each
   row's last position only (evaluate/label_scoring.last_positions_only).
 - head inference (validation, calibration, evaluate, the probe's forward): the forward builds a KV cache it never
@@ -72,6 +72,17 @@ def prompt_scores(lm, prompts, firsts: list[int], pad_id: int, batch: int, preci
     return map_batches(lm, prompts, pad_id, batch, read, precision, progress=lambda n: None)
 
 
+def batch_blocks(frame, rows: int, batch: int) -> list[list[int]]:
+    """About ``rows`` rows of ``frame`` as whole batches of its length-sorted order, spread evenly from its
+    longest rows to its shortest: the batches a stage scores (a sparse sample would mix lengths that the
+    stage never puts in one batch, and change what padding and per-batch work cost)."""
+    ordered = frame.sort_values("length", ascending=False, kind="stable")["input_ids"].tolist()
+    blocks = max(rows // batch, 1)
+    last = max(len(ordered) - batch, 0)
+    starts = sorted({round(i * last / max(blocks - 1, 1)) for i in range(blocks)})
+    return [list(ids) for start in starts for ids in ordered[start : start + batch]]
+
+
 def prompt_pair(base_dir, split, tokenizer, sample, batch: int, precision: str, repeats: int):
     """({"prompt-only scoring": (old s, new s)}, the largest difference between their log-probabilities)."""
     import numpy as np
@@ -124,7 +135,7 @@ def step_seconds(params, split, base_dir: Path, tokenizer, precision: str, steps
             marks.append(time.perf_counter())
 
     set_seed(params.train.seed)
-    frames = split.frames()
+    frames = split.frames(("train", "val"))
     model = build_classifier(base_dir, split.labels, tokenizer.pad_token_id, params.model, params.train)
     with tempfile.TemporaryDirectory() as out:
         common = dict(max_steps=steps + 1, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
@@ -185,9 +196,8 @@ def main(split_dir, base_dir, params_path, log_dir, rows, steps, repeats, avx2, 
     # An AVX2 host has no fast bf16, so `precision: auto` picks fp32 there; cpu flags cannot tell that here.
     precision = "fp32" if avx2 else resolve_precision(params.train.precision)
     split, tokenizer = SplitFolder(split_dir), load_tokenizer(base_dir)
-    frames, pad, batch = split.frames(), tokenizer.pad_token_id, params.evaluate.batch_size
-    val = frames["val"].sort_values("length")
-    sample = [list(s) for s in val["input_ids"].iloc[:: max(len(val) // rows, 1)][:rows]]
+    frames, pad, batch = split.frames(("train", "val", "test")), tokenizer.pad_token_id, params.evaluate.batch_size
+    sample = batch_blocks(frames["val"], rows, batch)
     kind = "AVX2 forced (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")" if avx2 else "as it is"
     print(f"# host {kind}, {threads} threads, precision {precision}, {len(sample)} rows a pair", flush=True)
 

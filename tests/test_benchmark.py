@@ -104,3 +104,23 @@ def test_gpu_benchmark_runs_the_project_path_on_a_tiny_shape_on_cpu(tmp_path):
     assert data["trainer_vs_plain"] > 0
     # 2 layers of hidden 64 with a 1024-token vocabulary: embeddings and LM head alone are 2 x 65,536.
     assert 131_072 < data["parameters"] < 300_000
+
+
+@pytest.mark.model
+def test_paths_benchmark_compares_old_and_new_and_estimates_the_run_as_an_avx2_host(trained_tiny, tmp_path):
+    """benchmarks/paths.py --avx2 (it starts itself again with the instruction set held down) on the tiny
+    trained project: each pair timed, the two prompt-only paths giving the same log-probabilities, and the
+    run logs' model-bound phases replaced by estimates while the rest is kept as logged."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "evaluate.json").write_text(json.dumps({"wall_s": 10.0, "phases_s": {"score val": 4.0, "score test": 4.0}}))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "paths.py"), "--avx2", "--logs", str(logs), "--rows", "8"]
+    result = run([*cmd, "--steps", "2", "--repeats", "1", "--install-s", "100"], trained_tiny)
+    out = result.stdout
+    assert "AVX2 forced (ONEDNN_MAX_CPU_ISA=AVX2" in out and "precision fp32" in out, out
+    for pair in ("prompt-only scoring", "head inference", "a bf16-trained model scored"):
+        assert f"| {pair} | " in out
+    gap = float(out.split("differ by at most ")[1].split()[0])
+    assert gap < 1e-4
+    assert "| install (--install-s, not measured here) | 100 | 100 |" in out and "| evaluate | " in out
+    assert "the run logs in" in out and "add up to 0.2 min" in out  # 10 s of evaluate
