@@ -23,6 +23,9 @@ BIN = str(Path(sys.executable).parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two xdist workers each start stage processes that use every core: idle OpenMP threads that spin for their
+# next task then steal the core from the other worker's process. Sleeping at once costs a tiny model nothing.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 POSITIVE = [
     "a great and moving film",
