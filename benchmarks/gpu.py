@@ -13,9 +13,10 @@ lengths (mean ~38 tokens) or a fixed `--seq-len`.
     python benchmarks/gpu.py --shape llama-8b --seq-len 512 --batch-size 1 --mode qlora --no-plain
     python benchmarks/gpu.py --shape tiny --steps 2 --warmup 1 --eval-rows 16   # CPU (the tests run this)
 
-Prints and writes (--out) JSON: tokens/s (real, non-padding), samples/s, MFU (6 N FLOPs a token, N the
-base's parameters, against the GPU's dense bf16 peak: `--peak-tflops` where the name is not known) and
-peak memory of each phase. `--profile` prints the Trainer steps' top operators (where the time goes).
+Prints and writes (--out) JSON: tokens/s (real, non-padding), samples/s, MFU against the GPU's dense bf16 peak
+(`--peak-tflops` where the name is not known): `mfu` as the usual 6N FLOPs a token, N the base's parameters
+without embeddings, and `mfu_done` from the FLOPs a step really does (a frozen base's weights get no weight
+gradients: 4N + 2 x trainable); peak memory of each phase. `--profile` prints the Trainer steps' top operators.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4":
 PAD_ID = 0
 
 
-def build_base(shape: str, folder: Path, device: str) -> tuple[Path, int]:
-    """Save a model of ``shape`` with random weights (bf16 on disk) as an llmcls base folder; its size N."""
+def build_base(shape: str, folder: Path, device: str) -> tuple[Path, int, int]:
+    """Save a model of ``shape`` with random weights (bf16 on disk) as an llmcls base folder; its parameters,
+    all and without the embeddings (the vocabulary tables: a classifier looks rows up and never runs the LM
+    head's matmul, so N of the usual 6N is the rest)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -85,10 +88,11 @@ def build_base(shape: str, folder: Path, device: str) -> tuple[Path, int]:
     with torch.device(device):  # random init on the GPU takes seconds, not minutes
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     n = sum(p.numel() for p in model.parameters())
+    tables = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())}
     model.save_pretrained(folder)
     (folder / "llmcls_base.json").write_text(json.dumps({"model": shape, "weights": "local", "source": "config"}))
     del model
-    return folder, n
+    return folder, n, n - sum(tables.values())
 
 
 def synthetic_rows(rows: int, vocab: int, seq_len: int | None, seed: int):
@@ -148,15 +152,30 @@ def on_device(model, device):
     return model if next(model.parameters()).device.type == device.type else model.to(device)
 
 
-def rates(tokens: int, rows: int, seconds: float, n_params: int, peak: float | None) -> dict[str, Any]:
+def rates(
+    tokens: int, rows: int, seconds: float, n_params: int, peak: float | None, done: float | None = None
+) -> dict[str, Any]:
+    """Rates of a phase; MFU as the usual 6N FLOPs a token (N without embeddings) and, with ``done``, from the
+    FLOPs a token the phase really does (train_flops)."""
     tokens_s = tokens / seconds
     return {
         "seconds": seconds,
         "tokens_per_s": tokens_s,
         "samples_per_s": rows / seconds,
         "mfu": 6 * n_params * tokens_s / (peak * 1e12) if peak else None,
+        "mfu_done": done * tokens_s / (peak * 1e12) if peak and done else None,
         "peak_memory_gb": peak_gb(),
     }
+
+
+def train_flops(model, n_params: int, mode: str) -> float:
+    """FLOPs a token of a training step: 6N for full fine-tuning; with a frozen base, forward (2N) and the
+    backward pass's input gradients (2N) run through every weight, but weight gradients (2 a parameter) only
+    through the trainable ones (LoRA's matrices and the head): 4N + 2T."""
+    if mode == "full":
+        return 6.0 * n_params
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 4.0 * n_params + 2.0 * trainable
 
 
 def trainer_phase(params, base_dir: Path, train_frame, steps: int, warmup: int, n: int, peak, profile: bool):
@@ -218,7 +237,8 @@ def trainer_phase(params, base_dir: Path, train_frame, steps: int, warmup: int, 
         seconds = time.perf_counter() - clock["start"]
     per_step = params.train.gradient_accumulation_steps
     timed = slice(warmup * per_step, (warmup + steps) * per_step)
-    result = rates(sum(collator.real[timed]), sum(collator.rows[timed]), seconds, n, peak)
+    done = train_flops(model, n, params.train.mode)
+    result = rates(sum(collator.real[timed]), sum(collator.rows[timed]), seconds, n, peak, done)
     model = trainer.model
     del trainer
     return result, model, batches, precision
@@ -255,7 +275,7 @@ def plain_phase(params, base_dir: Path, batches, warmup: int, n: int, peak, prec
             tokens += int(batch["attention_mask"].sum())
             rows += len(labels)
     sync()
-    result = rates(tokens, rows, time.perf_counter() - start, n, peak)
+    result = rates(tokens, rows, time.perf_counter() - start, n, peak, train_flops(model, n, params.train.mode))
     del model, optimizer
     return result
 
@@ -280,6 +300,7 @@ def eval_phase(model, params, frame, n: int, peak, precision: str) -> dict[str, 
     sync()
     result = rates(int(frame["length"].sum()), len(frame), time.perf_counter() - start, n, peak)
     result["mfu"] = result["mfu"] / 3 if result["mfu"] is not None else None  # forward only: 2N, not 6N
+    result["mfu_done"] = result["mfu"]
     return result
 
 
@@ -324,12 +345,13 @@ def main(shape, params_path, mode, batch_size, max_tokens, base_precision, gradi
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
     with tempfile.TemporaryDirectory() as tmp:
-        base_dir, n = build_base(shape, Path(tmp) / "base", "cuda" if cuda else "cpu")
+        base_dir, total, n = build_base(shape, Path(tmp) / "base", "cuda" if cuda else "cpu")
         vocab = SHAPES[shape]["vocab_size"]
         frame = synthetic_rows(rows, vocab, seq_len, 0)
         result: dict[str, Any] = {
             "shape": shape,
-            "parameters": n,
+            "parameters": total,
+            "non_embedding_parameters": n,
             "device": device_name,
             "peak_tflops": peak,
             "settings": {

@@ -95,7 +95,7 @@ def test_gpu_benchmark_runs_the_project_path_on_a_tiny_shape_on_cpu(tmp_path):
 
     out = tmp_path / "gpu.json"
     args = ["--shape", "tiny", "--steps", "2", "--warmup", "1", "--rows", "64", "--eval-rows", "16"]
-    result = CliRunner().invoke(gpu.main, [*args, "--max-tokens", "256", "--out", str(out)])
+    result = CliRunner().invoke(gpu.main, [*args, "--max-tokens", "256", "--peak-tflops", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["shape"] == "tiny" and data["settings"]["max_tokens"] == 256
@@ -104,6 +104,11 @@ def test_gpu_benchmark_runs_the_project_path_on_a_tiny_shape_on_cpu(tmp_path):
     assert data["trainer_vs_plain"] > 0
     # 2 layers of hidden 64 with a 1024-token vocabulary: embeddings and LM head alone are 2 x 65,536.
     assert 131_072 < data["parameters"] < 300_000
+    assert data["non_embedding_parameters"] == data["parameters"] - 131_072
+    # LoRA: weight gradients only for the adapter and the head, so fewer FLOPs done than 6N; evaluate: 2N both.
+    for phase in ("train_trainer", "train_plain_loop"):
+        assert 0 < data[phase]["mfu_done"] < data[phase]["mfu"]
+    assert data["eval"]["mfu_done"] == data["eval"]["mfu"] > 0
 
 
 @pytest.mark.model
