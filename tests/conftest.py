@@ -264,11 +264,24 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     return result
 
 
+def queue_status(project: Path) -> str:
+    """`dvc queue status`, read again when it fails on a task file its worker is writing at that moment (DVC
+    reads them without a lock: "unexpected error - Expecting value: line 1 column 1")."""
+    for _ in range(5):
+        result = run(["dvc", "queue", "status"], project, check=False)
+        if result.returncode == 0 or "Expecting value" not in result.stderr:
+            break
+        time.sleep(0.5)
+    if result.returncode != 0:
+        raise AssertionError(f"dvc queue status failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
 def wait_for_queue(project, limit_s: float = 600) -> str:
     """Poll `dvc queue status` until nothing is queued or running; return the last status."""
     deadline = time.time() + limit_s
     while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
+        status = queue_status(project)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(1)

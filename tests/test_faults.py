@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, run, wait_for_queue
+from conftest import BIN, queue_status, run, wait_for_queue
 
 from llmcls.core.errors import FULL_DISK
 
@@ -315,7 +315,7 @@ def kill_sweep_while_queueing(project: Path, rng: random.Random, edited: bool) -
     elif run(["git", "diff", "HEAD"], project).stdout != before:
         problem = f"the workspace is not as it was: {again.stdout}"
     else:
-        status = run(["dvc", "queue", "status"], project).stdout
+        status = queue_status(project)
         if [status.count(f"-s{seed} ") for seed in (3, 4)] != [1, 1]:
             problem = f"points not queued once each:\n{status}"
     run(["git", "checkout", "params.yaml"], project, check=False)
@@ -348,7 +348,7 @@ def kill_queue_worker(project: Path, rng: random.Random) -> tuple[str | None, st
     group = os.getpgid(pid)  # the worker's: it, the run, dvc repro and the stage processes
     time.sleep(rng.uniform(0, 4))
     os.killpg(group, signal.SIGKILL)
-    if "Running" not in run(["dvc", "queue", "status"], project).stdout:
+    if "Running" not in queue_status(project):
         return "the killed run is not listed as running (nothing to recover: the test cannot fail)", first.stdout
     if recorded := run(["dvc", "exp", "list", "--name-only"], project).stdout.strip():
         return f"recorded from a killed run: {recorded}", first.stdout
