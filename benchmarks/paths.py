@@ -87,12 +87,12 @@ def prompt_pair(base_dir, split, tokenizer, sample, batch: int, precision: str, 
     """({"prompt-only scoring": (old s, new s)}, the largest difference between their log-probabilities)."""
     import numpy as np
 
-    from llmcls.evaluate.label_scoring import label_token_ids
+    from llmcls.evaluate.label_scoring import label_token_ids, scoring_batch_size
     from llmcls.model.build import base_lm
 
     lm = base_lm(base_dir).eval()
     firsts = [ids[0] for ids in label_token_ids(tokenizer, split.prompt["label_texts"])]
-    size = max(1, min(batch, 16384 // max(map(len, sample))))  # scored_probabilities' batch
+    size = scoring_batch_size(sample, batch)  # the prompt_only stage's batch
     pad = tokenizer.pad_token_id
     score = {g: (lambda g=g: prompt_scores(lm, sample, firsts, pad, size, precision, g)) for g in (False, True)}
     gap = float(np.abs(score[False]() - score[True]()).max())

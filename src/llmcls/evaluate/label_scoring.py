@@ -97,6 +97,13 @@ def label_log_likelihoods(
     return map_batches(lm, list(prompts), pad_id, batch_size, read, precision, device, progress)
 
 
+def scoring_batch_size(prompts: Sequence[Sequence[int]], batch_size: int) -> int:
+    """Rows a label-scoring batch takes: ``batch_size``, fewer where the longest prompt would take it past 16k
+    tokens (the cache of a multi-token label is copied once per pass)."""
+    longest = max((len(p) for p in prompts), default=1)
+    return max(1, min(batch_size, 16384 // longest))
+
+
 def scored_probabilities(
     lm: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -108,9 +115,7 @@ def scored_probabilities(
     progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
     """Class probabilities of the label texts ``targets`` after each prompt (the scored mode)."""
-    # Keep a batch near 16k tokens (the cache of a multi-token label is copied once per pass).
-    longest = max((len(p) for p in prompts), default=1)
-    size = max(1, min(batch_size, 16384 // longest))
+    size = scoring_batch_size(prompts, batch_size)
     scores = label_log_likelihoods(lm, prompts, targets, pad_id, size, precision, device, progress)
     # In float64: float32 rows sum to 1 only within ~1e-7, and by how much depends on the CPU's kernels.
     return softmax(np.asarray(scores, dtype=np.float64), axis=1)
